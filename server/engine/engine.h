@@ -1,0 +1,106 @@
+// The engine's public API: an immutable Model built from a Graph, compiled into one Plan per
+// batch size, executed with a per-caller Workspace.
+//
+// Thread safety: Model and Plan are immutable once created and may be shared by any number of
+// threads. A Workspace belongs to one execution at a time. Model::GetPlan is thread-safe (plans
+// are compiled once per batch size and cached).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/engine/graph.h"
+#include "server/engine/tensor.h"
+
+namespace convserve::engine {
+
+enum class Precision { kFp32, kBf16, kInt8 };
+
+struct ModelOptions {
+  std::string model_name = "model";  // used in error messages and logs
+  Precision precision = Precision::kFp32;
+};
+
+// What one executed step of a plan is, for reports: filled at compile time.
+struct StepInfo {
+  std::string name;                       // the main ONNX node's name
+  std::string kind;                       // "Conv", "MaxPool", "Reorder", ...
+  std::vector<std::string> source_nodes;  // every ONNX node the step covers
+  std::string kernel;                     // oneDNN impl_info_str(), or "reference"/"copy"
+  std::vector<std::string> post_ops;      // fused operations, e.g. {"relu", "sum"}
+  std::vector<Dims> input_dims;           // logical (NCHW) dims of the data inputs
+  Dims output_dims;
+  std::string src_format, weights_format, dst_format;  // memory formats, e.g. "nChw16c"
+  // Attributes that the cost model reads (kernel, strides, dilations, pads, group,...).
+  std::map<std::string, std::vector<int64_t>> shape_attributes;
+  int64_t weight_elements = 0;            // weights + bias actually used by the step
+  int64_t bias_elements = 0;
+};
+
+class Plan;
+
+// Per-execution state: activation arena, scratchpad. Create one per worker thread.
+class Workspace {
+ public:
+  virtual ~Workspace() = default;
+};
+
+struct RunOptions {
+  int num_threads = 0;  // OpenMP threads for this execution; 0 = leave the current setting
+};
+
+// One compiled plan for a fixed batch size.
+class Plan {
+ public:
+  virtual ~Plan() = default;
+  virtual int64_t batch_size() const = 0;
+  virtual std::unique_ptr<Workspace> CreateWorkspace() const = 0;
+
+  // inputs: one view per model input, in Model::inputs() order, plain row-major with the
+  // plan's batch size; outputs: preallocated views in Model::outputs() order, filled on
+  // success. Never throws.
+  virtual absl::Status Run(Workspace& workspace, std::span<const TensorView> inputs,
+                           std::span<const TensorView> outputs,
+                           const RunOptions& options = {}) const = 0;
+
+  // Like Run, but times each step; step_ns receives one duration per step (steps() order).
+  virtual absl::Status RunProfiled(Workspace& workspace, std::span<const TensorView> inputs,
+                                   std::span<const TensorView> outputs,
+                                   std::vector<int64_t>& step_ns,
+                                   const RunOptions& options = {}) const = 0;
+
+  virtual const std::vector<StepInfo>& steps() const = 0;
+  virtual const std::vector<ValueInfo>& input_infos() const = 0;   // concrete dims
+  virtual const std::vector<ValueInfo>& output_infos() const = 0;  // concrete dims
+};
+
+class Model {
+ public:
+  // Runs the passes (fold BatchNorm, fuse activations and residual adds, drop no-ops) and
+  // checks every op is supported; errors name the model, node, op and what is unsupported.
+  static absl::StatusOr<std::unique_ptr<Model>> Create(Graph graph, ModelOptions options);
+
+  const std::string& name() const { return options_.model_name; }
+  const std::vector<ValueInfo>& inputs() const { return graph_.inputs; }
+  const std::vector<ValueInfo>& outputs() const { return graph_.outputs; }
+  const Graph& graph() const { return graph_; }  // after passes
+  const ModelOptions& options() const { return options_; }
+
+  // The plan for `batch_size`, compiled on first use and cached.
+  absl::StatusOr<std::shared_ptr<const Plan>> GetPlan(int64_t batch_size) const;
+
+ private:
+  Model(Graph graph, ModelOptions options) : graph_(std::move(graph)), options_(options) {}
+  Graph graph_;
+  ModelOptions options_;
+  mutable std::mutex mutex_;
+  mutable std::map<int64_t, std::shared_ptr<const Plan>> plans_;
+};
+
+}  // namespace convserve::engine
