@@ -30,7 +30,7 @@
 namespace convserve {
 
 // Prefixes the message of a non-OK status with context ("model 'x': ..."), keeping the code.
-inline absl::Status Annotate(const absl::Status& status, std::string_view context) {
+inline absl::Status Annotate(const absl::Status& status, absl::string_view context) {
   if (status.ok()) return status;
   return absl::Status(status.code(), absl::StrCat(context, ": ", status.message()));
 }

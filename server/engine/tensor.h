@@ -15,7 +15,9 @@ enum class DataType { kUndefined, kFloat32, kFloat16, kBFloat16, kFloat64, kInt8
                       kInt16, kUint16, kInt32, kUint32, kInt64, kUint64, kBool };
 
 size_t ElementSize(DataType type);
-std::string_view DataTypeName(DataType type);  // "FP32", "INT64", ... (the KServe names)
+// "FP32", "INT64", ... (the KServe names). const char* because Debian's Abseil is built with its own
+// string_view, which absl::StrCat does not accept as std::string_view.
+const char* DataTypeName(DataType type);
 
 using Dims = std::vector<int64_t>;
 int64_t NumElements(const Dims& dims);  // product; 1 for a scalar (empty dims)
