@@ -11,6 +11,7 @@
 #include "google/protobuf/io/tokenizer.h"
 #include "google/protobuf/io/zero_copy_stream_impl_lite.h"
 #include "google/protobuf/text_format.h"
+#include "server/common/status.h"
 
 namespace convserve::repository {
 namespace {
@@ -297,11 +298,8 @@ absl::Status ValidatePreprocessing(const ErrorBuilder& errors, const ModelConfig
   if (!std::isfinite(pre.scale())) {
     return errors.Invalid("preprocessing.scale must be finite, got ", pre.scale());
   }
-  for (const absl::Status& status :
-       {ValidatePerChannel(errors, "mean", pre.mean(), channels, color_format, false),
-        ValidatePerChannel(errors, "std", pre.std(), channels, color_format, true)}) {
-    if (!status.ok()) return status;
-  }
+  RETURN_IF_ERROR(ValidatePerChannel(errors, "mean", pre.mean(), channels, color_format, false));
+  RETURN_IF_ERROR(ValidatePerChannel(errors, "std", pre.std(), channels, color_format, true));
 
   const int index = PreprocessedInputIndex(config);
   if (index < 0) {
@@ -363,15 +361,14 @@ absl::Status ValidateModelConfig(const ModelConfig& config, std::string_view fol
     return errors.Invalid("max_batch_size must be >= 0, got ", config.max_batch_size());
   }
   // In the order of the fields in the file, so the first problem reported is the first one there.
-  using Validator = absl::Status (*)(const ErrorBuilder&, const ModelConfig&);
-  constexpr Validator kValidators[] = {
-      ValidateInputs,          ValidateInputFormats,   ValidateOutputs,   ValidateLabelFiles,
-      ValidateDynamicBatching, ValidateInstanceGroups, ValidatePrecision, ValidatePreprocessing,
-  };
-  for (Validator validate : kValidators) {
-    absl::Status status = validate(errors, config);
-    if (!status.ok()) return status;
-  }
+  RETURN_IF_ERROR(ValidateInputs(errors, config));
+  RETURN_IF_ERROR(ValidateInputFormats(errors, config));
+  RETURN_IF_ERROR(ValidateOutputs(errors, config));
+  RETURN_IF_ERROR(ValidateLabelFiles(errors, config));
+  RETURN_IF_ERROR(ValidateDynamicBatching(errors, config));
+  RETURN_IF_ERROR(ValidateInstanceGroups(errors, config));
+  RETURN_IF_ERROR(ValidatePrecision(errors, config));
+  RETURN_IF_ERROR(ValidatePreprocessing(errors, config));
   return absl::OkStatus();
 }
 
@@ -396,11 +393,9 @@ void ApplyModelConfigDefaults(ModelConfig* config, std::string_view folder_name)
 }
 
 absl::StatusOr<ModelConfig> LoadModelConfig(std::string_view text, std::string_view folder_name) {
-  absl::StatusOr<ModelConfig> config = ParseModelConfig(text, folder_name);
-  if (!config.ok()) return config.status();
-  absl::Status status = ValidateModelConfig(*config, folder_name);
-  if (!status.ok()) return status;
-  ApplyModelConfigDefaults(&*config, folder_name);
+  ASSIGN_OR_RETURN(ModelConfig config, ParseModelConfig(text, folder_name));
+  RETURN_IF_ERROR(ValidateModelConfig(config, folder_name));
+  ApplyModelConfigDefaults(&config, folder_name);
   return config;
 }
 
