@@ -87,17 +87,18 @@ class Model {
   static absl::StatusOr<std::unique_ptr<Model>> Create(Graph graph, ModelOptions options);
 
   const std::string& name() const { return options_.model_name; }
-  const std::vector<ValueInfo>& inputs() const { return graph_.inputs; }
-  const std::vector<ValueInfo>& outputs() const { return graph_.outputs; }
-  const Graph& graph() const { return graph_; }  // after passes
+  const std::vector<ValueInfo>& inputs() const { return graph_->inputs; }
+  const std::vector<ValueInfo>& outputs() const { return graph_->outputs; }
+  const Graph& graph() const { return *graph_; }  // after passes
   const ModelOptions& options() const { return options_; }
 
   // The plan for `batch_size`, compiled on first use and cached.
   absl::StatusOr<std::shared_ptr<const Plan>> GetPlan(int64_t batch_size) const;
 
  private:
-  Model(Graph graph, ModelOptions options) : graph_(std::move(graph)), options_(options) {}
-  Graph graph_;
+  Model(std::shared_ptr<const Graph> graph, ModelOptions options)
+      : graph_(std::move(graph)), options_(std::move(options)) {}
+  std::shared_ptr<const Graph> graph_;  // shared with every plan compiled from it
   ModelOptions options_;
   mutable std::mutex mutex_;
   mutable std::map<int64_t, std::shared_ptr<const Plan>> plans_;
