@@ -41,17 +41,39 @@ void ForEachElement(const Tensor& t, Fn&& fn) {
     for (int64_t i = 0; i < n; ++i) fn(p[i]);
   };
   switch (t.dtype) {
-    case DataType::kFloat32: each(float{}); break;
-    case DataType::kFloat64: each(double{}); break;
-    case DataType::kInt8: each(int8_t{}); break;
-    case DataType::kUint8: each(uint8_t{}); break;
-    case DataType::kInt16: each(int16_t{}); break;
-    case DataType::kUint16: each(uint16_t{}); break;
-    case DataType::kInt32: each(int32_t{}); break;
-    case DataType::kUint32: each(uint32_t{}); break;
-    case DataType::kInt64: each(int64_t{}); break;
-    case DataType::kUint64: each(uint64_t{}); break;
-    case DataType::kBool: each(uint8_t{}); break;
+    case DataType::kFloat32:
+      each(float{});
+      break;
+    case DataType::kFloat64:
+      each(double{});
+      break;
+    case DataType::kInt8:
+      each(int8_t{});
+      break;
+    case DataType::kUint8:
+      each(uint8_t{});
+      break;
+    case DataType::kInt16:
+      each(int16_t{});
+      break;
+    case DataType::kUint16:
+      each(uint16_t{});
+      break;
+    case DataType::kInt32:
+      each(int32_t{});
+      break;
+    case DataType::kUint32:
+      each(uint32_t{});
+      break;
+    case DataType::kInt64:
+      each(int64_t{});
+      break;
+    case DataType::kUint64:
+      each(uint64_t{});
+      break;
+    case DataType::kBool:
+      each(uint8_t{});
+      break;
     case DataType::kFloat16: {
       const uint16_t* p = t.data<uint16_t>();
       for (int64_t i = 0; i < n; ++i) fn(HalfToFloat(p[i]));
@@ -62,7 +84,8 @@ void ForEachElement(const Tensor& t, Fn&& fn) {
       for (int64_t i = 0; i < n; ++i) fn(BFloat16ToFloat(p[i]));
       break;
     }
-    case DataType::kUndefined: break;
+    case DataType::kUndefined:
+      break;
   }
 }
 
@@ -70,40 +93,68 @@ void ForEachElement(const Tensor& t, Fn&& fn) {
 
 size_t ElementSize(DataType type) {
   switch (type) {
-    case DataType::kFloat32: return 4;
-    case DataType::kFloat16: return 2;
-    case DataType::kBFloat16: return 2;
-    case DataType::kFloat64: return 8;
-    case DataType::kInt8: return 1;
-    case DataType::kUint8: return 1;
-    case DataType::kInt16: return 2;
-    case DataType::kUint16: return 2;
-    case DataType::kInt32: return 4;
-    case DataType::kUint32: return 4;
-    case DataType::kInt64: return 8;
-    case DataType::kUint64: return 8;
-    case DataType::kBool: return 1;
-    case DataType::kUndefined: return 0;
+    case DataType::kFloat32:
+      return 4;
+    case DataType::kFloat16:
+      return 2;
+    case DataType::kBFloat16:
+      return 2;
+    case DataType::kFloat64:
+      return 8;
+    case DataType::kInt8:
+      return 1;
+    case DataType::kUint8:
+      return 1;
+    case DataType::kInt16:
+      return 2;
+    case DataType::kUint16:
+      return 2;
+    case DataType::kInt32:
+      return 4;
+    case DataType::kUint32:
+      return 4;
+    case DataType::kInt64:
+      return 8;
+    case DataType::kUint64:
+      return 8;
+    case DataType::kBool:
+      return 1;
+    case DataType::kUndefined:
+      return 0;
   }
   return 0;
 }
 
 const char* DataTypeName(DataType type) {
   switch (type) {
-    case DataType::kFloat32: return "FP32";
-    case DataType::kFloat16: return "FP16";
-    case DataType::kBFloat16: return "BF16";
-    case DataType::kFloat64: return "FP64";
-    case DataType::kInt8: return "INT8";
-    case DataType::kUint8: return "UINT8";
-    case DataType::kInt16: return "INT16";
-    case DataType::kUint16: return "UINT16";
-    case DataType::kInt32: return "INT32";
-    case DataType::kUint32: return "UINT32";
-    case DataType::kInt64: return "INT64";
-    case DataType::kUint64: return "UINT64";
-    case DataType::kBool: return "BOOL";
-    case DataType::kUndefined: return "UNDEFINED";
+    case DataType::kFloat32:
+      return "FP32";
+    case DataType::kFloat16:
+      return "FP16";
+    case DataType::kBFloat16:
+      return "BF16";
+    case DataType::kFloat64:
+      return "FP64";
+    case DataType::kInt8:
+      return "INT8";
+    case DataType::kUint8:
+      return "UINT8";
+    case DataType::kInt16:
+      return "INT16";
+    case DataType::kUint16:
+      return "UINT16";
+    case DataType::kInt32:
+      return "INT32";
+    case DataType::kUint32:
+      return "UINT32";
+    case DataType::kInt64:
+      return "INT64";
+    case DataType::kUint64:
+      return "UINT64";
+    case DataType::kBool:
+      return "BOOL";
+    case DataType::kUndefined:
+      return "UNDEFINED";
   }
   return "UNDEFINED";
 }
