@@ -1,8 +1,8 @@
 #include "server/engine/compiler.h"
 
 #include <omp.h>
-#include <xmmintrin.h>
 #include <pmmintrin.h>
+#include <xmmintrin.h>
 
 #include <algorithm>
 #include <chrono>
@@ -37,13 +37,20 @@ const dnnl::engine& CpuEngine() {
 
 std::optional<memory::data_type> ToDnnl(DataType type) {
   switch (type) {
-    case DataType::kFloat32: return memory::data_type::f32;
-    case DataType::kBFloat16: return memory::data_type::bf16;
-    case DataType::kFloat16: return memory::data_type::f16;
-    case DataType::kInt32: return memory::data_type::s32;
-    case DataType::kInt8: return memory::data_type::s8;
-    case DataType::kUint8: return memory::data_type::u8;
-    default: return std::nullopt;
+    case DataType::kFloat32:
+      return memory::data_type::f32;
+    case DataType::kBFloat16:
+      return memory::data_type::bf16;
+    case DataType::kFloat16:
+      return memory::data_type::f16;
+    case DataType::kInt32:
+      return memory::data_type::s32;
+    case DataType::kInt8:
+      return memory::data_type::s8;
+    case DataType::kUint8:
+      return memory::data_type::u8;
+    default:
+      return std::nullopt;
   }
 }
 
@@ -58,7 +65,8 @@ memory::desc PlainDesc(const Dims& dims, memory::data_type type) {
 
 std::string FormatName(const memory::desc& desc) {
   const dnnl_memory_desc_t& md = desc.data;
-  if (md.format_kind != dnnl_blocked) return md.format_kind == dnnl_format_kind_any ? "any" : "opaque";
+  if (md.format_kind != dnnl_blocked)
+    return md.format_kind == dnnl_format_kind_any ? "any" : "opaque";
   const auto& blk = md.format_desc.blocking;
   const int ndims = md.ndims;
   std::vector<int> order(ndims);
@@ -102,13 +110,20 @@ std::string EncodePostOps(const std::vector<PostOp>& ops) {
 
 void AppendEltwisePostOp(const PostOp& op, dnnl::post_ops& chain) {
   using dnnl::algorithm;
-  if (op.kind == "relu") chain.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
-  else if (op.kind == "leaky_relu") chain.append_eltwise(1.f, algorithm::eltwise_relu, op.alpha, 0.f);
-  else if (op.kind == "clip") chain.append_eltwise(1.f, algorithm::eltwise_clip, op.alpha, op.beta);
-  else if (op.kind == "elu") chain.append_eltwise(1.f, algorithm::eltwise_elu, op.alpha, 0.f);
-  else if (op.kind == "tanh") chain.append_eltwise(1.f, algorithm::eltwise_tanh, 0.f, 0.f);
-  else if (op.kind == "sigmoid") chain.append_eltwise(1.f, algorithm::eltwise_logistic, 0.f, 0.f);
-  else if (op.kind == "hardswish") chain.append_eltwise(1.f, algorithm::eltwise_hardswish, 0.f, 0.f);
+  if (op.kind == "relu")
+    chain.append_eltwise(1.f, algorithm::eltwise_relu, 0.f, 0.f);
+  else if (op.kind == "leaky_relu")
+    chain.append_eltwise(1.f, algorithm::eltwise_relu, op.alpha, 0.f);
+  else if (op.kind == "clip")
+    chain.append_eltwise(1.f, algorithm::eltwise_clip, op.alpha, op.beta);
+  else if (op.kind == "elu")
+    chain.append_eltwise(1.f, algorithm::eltwise_elu, op.alpha, 0.f);
+  else if (op.kind == "tanh")
+    chain.append_eltwise(1.f, algorithm::eltwise_tanh, 0.f, 0.f);
+  else if (op.kind == "sigmoid")
+    chain.append_eltwise(1.f, algorithm::eltwise_logistic, 0.f, 0.f);
+  else if (op.kind == "hardswish")
+    chain.append_eltwise(1.f, algorithm::eltwise_hardswish, 0.f, 0.f);
   else if (op.kind == "hardsigmoid") {
     chain.append_eltwise(1.f, algorithm::eltwise_linear, op.alpha, op.beta);
     chain.append_eltwise(1.f, algorithm::eltwise_clip, 0.f, 1.f);
@@ -166,7 +181,7 @@ struct StepDef {
   std::optional<dnnl::primitive> primitive;
   std::vector<StepArg> args;
   memory::desc scratchpad;
-  HostFn host;                 // host steps: called with the pointers of host_slots
+  HostFn host;  // host steps: called with the pointers of host_slots
   std::vector<int> host_slots;
   std::vector<int> written_slots;  // for liveness of host steps (reads+writes = host_slots)
 };
@@ -197,7 +212,7 @@ class WorkspaceImpl final : public Workspace {
   AlignedBuffer arena;
   AlignedBuffer scratchpad;
   dnnl::stream stream;
-  std::vector<memory> slot_memory;                       // one per slot
+  std::vector<memory> slot_memory;                        // one per slot
   std::vector<std::unordered_map<int, memory>> arg_maps;  // one per step
   std::vector<std::vector<void*>> host_pointers;          // one per step
   bool denormals_set = false;
@@ -237,7 +252,7 @@ class PlanImpl final : public Plan {
   size_t scratchpad_bytes_ = 0;
   std::vector<ValueInfo> input_infos_, output_infos_;
   std::vector<std::shared_ptr<Tensor>> owned_constants_;  // kept alive for host steps
-  std::shared_ptr<const Graph> graph_;                     // initializers used by host steps
+  std::shared_ptr<const Graph> graph_;                    // initializers used by host steps
 };
 
 WorkspaceImpl::WorkspaceImpl(const PlanImpl& p)
@@ -269,27 +284,29 @@ WorkspaceImpl::WorkspaceImpl(const PlanImpl& p)
 }
 
 absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView> inputs,
-                               std::span<const TensorView> outputs,
-                               std::vector<int64_t>* step_ns, const RunOptions& options) const {
+                               std::span<const TensorView> outputs, std::vector<int64_t>* step_ns,
+                               const RunOptions& options) const {
   auto& ws = static_cast<WorkspaceImpl&>(workspace);
   if (&ws.plan != this) return absl::InvalidArgumentError("workspace belongs to another plan");
   if (inputs.size() != input_infos_.size() || outputs.size() != output_infos_.size()) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("model '", model_name_, "': expected ", input_infos_.size(), " inputs and ",
-                     output_infos_.size(), " outputs, got ", inputs.size(), " and ",
-                     outputs.size()));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", model_name_, "': expected ", input_infos_.size(), " inputs and ",
+        output_infos_.size(), " outputs, got ", inputs.size(), " and ", outputs.size()));
   }
   auto check = [&](const TensorView& view, const ValueInfo& info, const char* what) {
-    if (view.dtype != info.dtype || view.dims != info.dims || view.data == nullptr) {
+    const bool missing_data = view.data == nullptr && NumElements(info.dims) > 0;
+    if (view.dtype != info.dtype || view.dims != info.dims || missing_data) {
       return absl::InvalidArgumentError(absl::StrCat(
           "model '", model_name_, "': ", what, " '", info.name, "' expected ",
           DataTypeName(info.dtype), DimsToString(info.dims), ", got ", DataTypeName(view.dtype),
-          DimsToString(view.dims), view.data == nullptr ? " (no data)" : ""));
+          DimsToString(view.dims), missing_data ? " (no data)" : ""));
     }
     return absl::OkStatus();
   };
-  for (size_t k = 0; k < inputs.size(); ++k) RETURN_IF_ERROR(check(inputs[k], input_infos_[k], "input"));
-  for (size_t k = 0; k < outputs.size(); ++k) RETURN_IF_ERROR(check(outputs[k], output_infos_[k], "output"));
+  for (size_t k = 0; k < inputs.size(); ++k)
+    RETURN_IF_ERROR(check(inputs[k], input_infos_[k], "input"));
+  for (size_t k = 0; k < outputs.size(); ++k)
+    RETURN_IF_ERROR(check(outputs[k], output_infos_[k], "output"));
 
   if (options.num_threads > 0) omp_set_num_threads(options.num_threads);
   if (!ws.denormals_set) {
@@ -328,7 +345,8 @@ absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView>
         }
         absl::Status status = step.host(ptrs);
         if (!status.ok()) {
-          return Annotate(status, absl::StrCat("model '", model_name_, "', step '", infos_[s].name, "'"));
+          return Annotate(status,
+                          absl::StrCat("model '", model_name_, "', step '", infos_[s].name, "'"));
         }
       }
       if (step_ns != nullptr) {
@@ -364,7 +382,9 @@ class Compiler final : public CompileContext {
   const Node& node() const override { return *node_; }
   const std::string& model_name() const override { return options_.model_name; }
   Precision precision() const override { return options_.precision; }
-  bool IsAbsent(size_t i) const override { return i >= node_->inputs.size() || node_->inputs[i].empty(); }
+  bool IsAbsent(size_t i) const override {
+    return i >= node_->inputs.size() || node_->inputs[i].empty();
+  }
   bool IsConstant(size_t i) const override { return !IsAbsent(i) && Input(i).constant != nullptr; }
   const Tensor& Constant(size_t i) const override { return *Input(i).constant; }
   DataType InputType(size_t i) const override { return Input(i).dtype; }
@@ -372,8 +392,8 @@ class Compiler final : public CompileContext {
   const memory::desc& InputDesc(size_t i) const override { return slots_[Input(i).slot].desc; }
   const ValueInfo& OutputInfo(size_t j) const override { return output_infos_[j]; }
   bool OutputUsed(size_t j) const override {
-    return j < node_->outputs.size() && !node_->outputs[j].empty() && uses_.count(node_->outputs[j]) &&
-           uses_.at(node_->outputs[j]) > 0;
+    return j < node_->outputs.size() && !node_->outputs[j].empty() &&
+           uses_.count(node_->outputs[j]) && uses_.at(node_->outputs[j]) > 0;
   }
   int UsesAfterThisNode(size_t i) const override {
     const std::string& name = node_->inputs[i];
@@ -418,8 +438,9 @@ class Compiler final : public CompileContext {
   memory::desc StorageDesc(DataType type, const Dims& dims) const {
     auto dt = ToDnnl(type);
     if (dt) return PlainDesc(dims, *dt);
-    return PlainDesc({std::max<int64_t>(1, NumElements(dims) * static_cast<int64_t>(ElementSize(type)))},
-                     memory::data_type::u8);
+    return PlainDesc(
+        {std::max<int64_t>(1, NumElements(dims) * static_cast<int64_t>(ElementSize(type)))},
+        memory::data_type::u8);
   }
   bool IsPlain(const ValueState& v) const {
     const memory::desc& d = slots_[v.slot].desc;
@@ -474,7 +495,8 @@ int Compiler::DefineOutput(size_t j, const memory::desc& desc) {
   ValueState v{info.dtype, info.dims, nullptr, slot};
   auto dt = ToDnnl(info.dtype);
   memory::dims desc_dims = desc.dims();
-  if (dt && Dims(desc_dims.begin(), desc_dims.end()) != info.dims && !(info.dims.empty() && desc_dims == memory::dims{1})) {
+  if (dt && Dims(desc_dims.begin(), desc_dims.end()) != info.dims &&
+      !(info.dims.empty() && desc_dims == memory::dims{1})) {
     v.slot = NewSlot(buffer, PlainDesc(info.dims, *dt));
   }
   values_[node_->outputs[j]] = v;
@@ -501,7 +523,8 @@ int Compiler::TryInPlaceOutput(size_t j, size_t i, const memory::desc& desc) {
   if (b.external_input >= 0 || b.external_output >= 0) return -1;
   // Every value living in this buffer must be dead after this node.
   for (const auto& [name, state] : values_) {
-    if (state.constant != nullptr || state.slot < 0 || slots_[state.slot].buffer != buffer) continue;
+    if (state.constant != nullptr || state.slot < 0 || slots_[state.slot].buffer != buffer)
+      continue;
     auto it = uses_.find(name);
     int remaining = it == uses_.end() ? 0 : it->second;
     remaining -= static_cast<int>(std::count(node_->inputs.begin(), node_->inputs.end(), name));
@@ -512,7 +535,8 @@ int Compiler::TryInPlaceOutput(size_t j, size_t i, const memory::desc& desc) {
     if (slots_[slot].buffer != buffer) continue;
     auto it = uses_.find(key.first);
     int remaining = it == uses_.end() ? 0 : it->second;
-    remaining -= static_cast<int>(std::count(node_->inputs.begin(), node_->inputs.end(), key.first));
+    remaining -=
+        static_cast<int>(std::count(node_->inputs.begin(), node_->inputs.end(), key.first));
     if (remaining > 0) return -1;
   }
   const ValueInfo& info = output_infos_[j];
@@ -576,8 +600,9 @@ absl::Status Compiler::AddReorder(int from_slot, int to_slot, const std::string&
                  {{DNNL_ARG_FROM, from_slot, std::nullopt}, {DNNL_ARG_TO, to_slot, std::nullopt}},
                  std::move(info));
   } catch (const dnnl::error& e) {
-    return absl::InternalError(absl::StrCat("no reorder ", FormatName(slots_[from_slot].desc), " -> ",
-                                            FormatName(slots_[to_slot].desc), ": ", e.what()));
+    return absl::InternalError(absl::StrCat("no reorder ", FormatName(slots_[from_slot].desc),
+                                            " -> ", FormatName(slots_[to_slot].desc), ": ",
+                                            e.what()));
   }
   return absl::OkStatus();
 }
@@ -725,7 +750,8 @@ absl::Status Compiler::AddOutputCopies() {
     const std::string& name = graph_.outputs[k].name;
     auto it = values_.find(name);
     if (it == values_.end()) {
-      return absl::InvalidArgumentError(absl::StrCat("graph output '", name, "' is never produced"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("graph output '", name, "' is never produced"));
     }
     const ValueState& v = it->second;
     plan_->output_infos_.push_back({name, v.dtype, v.dims});
@@ -772,7 +798,8 @@ void Compiler::AssignArena() {
   }
   std::vector<int> order;
   for (size_t b = 0; b < buffers.size(); ++b) {
-    if (buffers[b].external_input < 0 && buffers[b].external_output < 0 && buffers[b].last_step >= 0) {
+    if (buffers[b].external_input < 0 && buffers[b].external_output < 0 &&
+        buffers[b].last_step >= 0) {
       order.push_back(static_cast<int>(b));
     }
   }

@@ -55,7 +55,7 @@ std::optional<PostOp> ActivationPostOp(const Node& node,
 // An argument of a step: a slot (runtime buffer viewed with a descriptor) or a constant.
 struct StepArg {
   int dnnl_arg = 0;
-  int slot = -1;                    // runtime slot, or -1
+  int slot = -1;                         // runtime slot, or -1
   std::optional<dnnl::memory> constant;  // plan-owned constant memory (weights, bias)
 };
 
@@ -114,8 +114,6 @@ class CompileContext {
 using OpCompileFn = absl::Status (*)(CompileContext& ctx);
 // The registry: one entry per op type with a oneDNN path (ops/registry.cc).
 OpCompileFn FindOpCompiler(const std::string& op_type);
-// Every op type the engine accepts (oneDNN or host), for load-time support checks.
-bool IsSupportedOpType(const std::string& op_type);
 
 // The plan keeps `graph` alive (host steps and constants point into it).
 absl::StatusOr<std::shared_ptr<const Plan>> CompilePlan(std::shared_ptr<const Graph> graph,

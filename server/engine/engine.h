@@ -22,6 +22,9 @@ namespace convserve::engine {
 
 enum class Precision { kFp32, kBf16, kInt8 };
 
+// Every ONNX op type the engine accepts (on a oneDNN primitive or on the host).
+bool IsSupportedOpType(const std::string& op_type);
+
 struct ModelOptions {
   std::string model_name = "model";  // used in error messages and logs
   Precision precision = Precision::kFp32;
@@ -39,7 +42,7 @@ struct StepInfo {
   std::string src_format, weights_format, dst_format;  // memory formats, e.g. "nChw16c"
   // Attributes that the cost model reads (kernel, strides, dilations, pads, group,...).
   std::map<std::string, std::vector<int64_t>> shape_attributes;
-  int64_t weight_elements = 0;            // weights + bias actually used by the step
+  int64_t weight_elements = 0;  // weights + bias actually used by the step
   int64_t bias_elements = 0;
 };
 
@@ -92,7 +95,8 @@ class Model {
   const Graph& graph() const { return *graph_; }  // after passes
   const ModelOptions& options() const { return options_; }
 
-  // The plan for `batch_size`, compiled on first use and cached.
+  // The plan for `batch_size` (bound to every input whose first dimension is dynamic), compiled
+  // on first use and cached. A model without a dynamic first dimension has one plan.
   absl::StatusOr<std::shared_ptr<const Plan>> GetPlan(int64_t batch_size) const;
 
  private:

@@ -15,6 +15,16 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(Graph graph, ModelOptions o
                                                    node.op_type, "'"));
     }
   }
+  for (const Node& node : graph.nodes) {
+    // Dropout in training mode is random: only inference (training_mode absent or false) runs.
+    if (node.op_type != "Dropout" || node.inputs.size() < 3 || node.inputs[2].empty()) continue;
+    auto it = graph.initializers.find(node.inputs[2]);
+    if (it == graph.initializers.end() || it->second.AsInt64().empty() ||
+        it->second.AsInt64()[0] != 0) {
+      return absl::UnimplementedError(absl::StrCat(
+          context, ": node '", node.name, "' (Dropout): training_mode must be a constant false"));
+    }
+  }
   if (options.precision != Precision::kFp32) {
     return absl::UnimplementedError(
         absl::StrCat(context, ": only fp32 precision is implemented so far"));
@@ -23,12 +33,7 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(Graph graph, ModelOptions o
   auto model = std::unique_ptr<Model>(
       new Model(std::make_shared<const Graph>(std::move(graph)), std::move(options)));
   // Compile the smallest plan now so that a broken model fails at load, not at first request.
-  int64_t batch = 1;
-  if (!model->inputs().empty() && !model->inputs()[0].dims.empty() &&
-      model->inputs()[0].dims[0] > 0) {
-    batch = model->inputs()[0].dims[0];
-  }
-  RETURN_IF_ERROR(model->GetPlan(batch).status());
+  RETURN_IF_ERROR(model->GetPlan(1).status());
   return model;
 }
 
@@ -37,13 +42,11 @@ absl::StatusOr<std::shared_ptr<const Plan>> Model::GetPlan(int64_t batch_size) c
     return absl::InvalidArgumentError(
         absl::StrCat("model '", name(), "': batch size must be >= 1, got ", batch_size));
   }
-  for (const ValueInfo& in : inputs()) {
-    if (!in.dims.empty() && in.dims[0] > 0 && in.dims[0] != batch_size) {
-      return absl::InvalidArgumentError(absl::StrCat("model '", name(), "': input '", in.name,
-                                                     "' has a fixed batch of ", in.dims[0],
-                                                     ", got ", batch_size));
-    }
-  }
+  // Only a dynamic first dimension (-1) is a batch dimension; a model whose inputs are all
+  // fixed has a single plan whatever batch size is asked for.
+  bool has_batch = false;
+  for (const ValueInfo& in : inputs()) has_batch |= !in.dims.empty() && in.dims[0] < 0;
+  if (!has_batch) batch_size = 1;
   std::lock_guard<std::mutex> lock(mutex_);
   auto it = plans_.find(batch_size);
   if (it != plans_.end()) return it->second;

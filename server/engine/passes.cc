@@ -55,9 +55,11 @@ void RemoveNoOps(Graph& graph) {
       auto it = rename.find(in);
       if (it != rename.end()) in = it->second;
     }
-    const bool noop = node.op_type == "Identity" ||
-                      (node.op_type == "Dropout" && (node.outputs.size() < 2 || node.outputs[1].empty()));
-    if (!noop || node.inputs.empty() || node.inputs[0].empty() || IsGraphOutput(graph, node.outputs[0])) {
+    const bool noop =
+        node.op_type == "Identity" ||
+        (node.op_type == "Dropout" && (node.outputs.size() < 2 || node.outputs[1].empty()));
+    if (!noop || node.inputs.empty() || node.inputs[0].empty() ||
+        IsGraphOutput(graph, node.outputs[0])) {
       continue;
     }
     rename[node.outputs[0]] = node.inputs[0];
@@ -75,9 +77,12 @@ absl::Status FoldBatchNorm(Graph& graph) {
     const int bn_index = SingleConsumer(consumers, conv.outputs[0]);
     if (bn_index < 0) continue;
     Node& bn = graph.nodes[bn_index];
-    if (bn.op_type != "BatchNormalization" || bn.inputs.size() < 5 || bn.inputs[0] != conv.outputs[0]) continue;
+    if (bn.op_type != "BatchNormalization" || bn.inputs.size() < 5 ||
+        bn.inputs[0] != conv.outputs[0])
+      continue;
     auto weight_it = graph.initializers.find(conv.inputs[1]);
-    if (weight_it == graph.initializers.end() || weight_it->second.dtype != DataType::kFloat32) continue;
+    if (weight_it == graph.initializers.end() || weight_it->second.dtype != DataType::kFloat32)
+      continue;
     const Tensor* params[4];
     bool constant = true;
     for (int k = 0; k < 4; ++k) {
@@ -123,7 +128,8 @@ absl::Status FoldBatchNorm(Graph& graph) {
     conv.inputs[1] = w_name;
     conv.inputs[2] = b_name;
     conv.outputs = {bn.outputs[0]};
-    conv.source_nodes.insert(conv.source_nodes.end(), bn.source_nodes.begin(), bn.source_nodes.end());
+    conv.source_nodes.insert(conv.source_nodes.end(), bn.source_nodes.begin(),
+                             bn.source_nodes.end());
     dead.insert(bn_index);
   }
   EraseNodes(graph, dead);
@@ -160,7 +166,8 @@ void FuseActivations(Graph& graph) {
       ops.push_back(*op);
       node.attributes[kPostOpsAttribute] = EncodePostOps(ops);
       node.outputs = {act.outputs[0]};
-      node.source_nodes.insert(node.source_nodes.end(), act.source_nodes.begin(), act.source_nodes.end());
+      node.source_nodes.insert(node.source_nodes.end(), act.source_nodes.begin(),
+                               act.source_nodes.end());
       dead.insert(next);
       changed = true;
     }
@@ -177,7 +184,8 @@ absl::Status FuseResidualAdd(Graph& graph) {
     for (const auto* shapes : {&*shapes1, &*shapes2}) {
       auto ia = shapes->find(a), ib = shapes->find(b);
       if (ia == shapes->end() || ib == shapes->end()) return false;
-      if (ia->second.constant || ib->second.constant || ia->second.dims != ib->second.dims) return false;
+      if (ia->second.constant || ib->second.constant || ia->second.dims != ib->second.dims)
+        return false;
     }
     return true;
   };
@@ -212,7 +220,8 @@ absl::Status FuseResidualAdd(Graph& graph) {
     ops.push_back(PostOp{"sum"});
     fused.attributes[kPostOpsAttribute] = EncodePostOps(ops);
     fused.outputs = add.outputs;
-    fused.source_nodes.insert(fused.source_nodes.end(), add.source_nodes.begin(), add.source_nodes.end());
+    fused.source_nodes.insert(fused.source_nodes.end(), add.source_nodes.begin(),
+                              add.source_nodes.end());
     dead.insert(best);
     graph.nodes[n] = std::move(fused);  // runs where the Add ran: both operands exist by then
   }
@@ -258,7 +267,8 @@ absl::StatusOr<std::map<std::string, ShapeInfo>> InferGraphShapes(const Graph& g
       host::InputState s;
       if (!in.empty()) {
         auto it = shapes.find(in);
-        if (it == shapes.end()) return absl::InvalidArgumentError(absl::StrCat("unknown value '", in, "'"));
+        if (it == shapes.end())
+          return absl::InvalidArgumentError(absl::StrCat("unknown value '", in, "'"));
         s.dims = it->second.dims;
         s.dtype = types[in];
         s.constant = constant_of(in);

@@ -4,7 +4,8 @@
 //
 //   onnx_conformance_test [--filter SUBSTRING] [--verbose] [--data DIR]
 //
-// A test is skipped when one of its ops is not in kSupportedOps, when a convolution or pooling
+// A test is skipped when the engine does not support one of its ops (engine::IsSupportedOpType),
+// when a convolution or pooling
 // works on a tensor of rank other than 4, or when the importer, Model::Create or GetPlan says
 // UNIMPLEMENTED (the engine is the authority on what it supports). Anything else that goes
 // wrong — a load error, a run error, a wrong shape or value — is a failure. Outputs match when
@@ -46,51 +47,6 @@ using engine::TensorView;
 constexpr const char* kDefaultDataRoot = "/usr/share/libonnx-testdata/data";
 constexpr const char* kSuites[] = {"node", "pytorch-converted", "pytorch-operator", "simple"};
 
-// The ops the engine implements; a test that uses any other op is skipped without running.
-const std::set<std::string>& SupportedOps() {
-  static const auto* const kOps = new std::set<std::string>{"Conv",
-                                                            "BatchNormalization",
-                                                            "Relu",
-                                                            "LeakyRelu",
-                                                            "PRelu",
-                                                            "Clip",
-                                                            "Sigmoid",
-                                                            "HardSigmoid",
-                                                            "HardSwish",
-                                                            "Tanh",
-                                                            "Elu",
-                                                            "MaxPool",
-                                                            "AveragePool",
-                                                            "GlobalAveragePool",
-                                                            "GlobalMaxPool",
-                                                            "Gemm",
-                                                            "MatMul",
-                                                            "Add",
-                                                            "Sub",
-                                                            "Mul",
-                                                            "Div",
-                                                            "Concat",
-                                                            "Split",
-                                                            "Slice",
-                                                            "Flatten",
-                                                            "Reshape",
-                                                            "Transpose",
-                                                            "Squeeze",
-                                                            "Unsqueeze",
-                                                            "Pad",
-                                                            "ReduceMean",
-                                                            "ReduceMax",
-                                                            "Softmax",
-                                                            "LogSoftmax",
-                                                            "Dropout",
-                                                            "Identity",
-                                                            "Constant",
-                                                            "Shape",
-                                                            "Gather",
-                                                            "Cast",
-                                                            "ConstantOfShape"};
-  return *kOps;
-}
 
 // Tests of these families exercise the core of a convnet; skipping one of them deserves a
 // warning.

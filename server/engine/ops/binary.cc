@@ -48,10 +48,10 @@ absl::Status CompileBinary(CompileContext& ctx) {
   if (dst_slot < 0) dst_slot = ctx.DefineOutput(0, pd.dst_desc());
   StepInfo info = ctx.BaseInfo();
   info.src_format = info.dst_format = FormatName(pd.dst_desc());
-  ctx.AddPrimitive(dnnl::binary(pd), pd,
-                   {{DNNL_ARG_SRC_0, src0_slot, std::nullopt}, arg1,
-                    {DNNL_ARG_DST, dst_slot, std::nullopt}},
-                   std::move(info));
+  ctx.AddPrimitive(
+      dnnl::binary(pd), pd,
+      {{DNNL_ARG_SRC_0, src0_slot, std::nullopt}, arg1, {DNNL_ARG_DST, dst_slot, std::nullopt}},
+      std::move(info));
   return absl::OkStatus();
 }
 

@@ -22,9 +22,9 @@ absl::Status CompileConv(CompileContext& ctx) {
   const int sum_input = static_cast<int>(node.GetInt("convserve.sum_input", -1));
 
   const auto f32 = memory::data_type::f32;
-  memory::dims weight_dims = group == 1
-      ? memory::dims{w.dims[0], w.dims[1], w.dims[2], w.dims[3]}
-      : memory::dims{group, w.dims[0] / group, w.dims[1], w.dims[2], w.dims[3]};
+  memory::dims weight_dims =
+      group == 1 ? memory::dims{w.dims[0], w.dims[1], w.dims[2], w.dims[3]}
+                 : memory::dims{group, w.dims[0] / group, w.dims[1], w.dims[2], w.dims[3]};
   const memory::desc src_any({x.begin(), x.end()}, f32, memory::format_tag::any);
   const memory::desc weights_any(weight_dims, f32, memory::format_tag::any);
   const memory::desc bias_desc({w.dims[0]}, f32, memory::format_tag::a);
@@ -42,13 +42,13 @@ absl::Status CompileConv(CompileContext& ctx) {
   attr.set_post_ops(chain);
 
   dnnl::convolution_forward::desc desc =
-      has_bias ? dnnl::convolution_forward::desc(
-                     dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                     src_any, weights_any, bias_desc, dst_any, sp.strides, sp.dilations, sp.pad_l,
-                     sp.pad_r)
-               : dnnl::convolution_forward::desc(
-                     dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct,
-                     src_any, weights_any, dst_any, sp.strides, sp.dilations, sp.pad_l, sp.pad_r);
+      has_bias
+          ? dnnl::convolution_forward::desc(
+                dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_any,
+                weights_any, bias_desc, dst_any, sp.strides, sp.dilations, sp.pad_l, sp.pad_r)
+          : dnnl::convolution_forward::desc(
+                dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src_any,
+                weights_any, dst_any, sp.strides, sp.dilations, sp.pad_l, sp.pad_r);
   dnnl::convolution_forward::primitive_desc pd(desc, attr, CpuEngine());
 
   ASSIGN_OR_RETURN(int src_slot, ctx.InputSlot(0, pd.src_desc()));

@@ -37,25 +37,29 @@ absl::Status CompileActivation(CompileContext& ctx) {
   float alpha, beta;
   float first_scale;
   chain.get_params_eltwise(0, first_scale, alg, alpha, beta);
-  dnnl::post_ops rest;
-  for (int k = 1; k < chain.len(); ++k) {
-    float scale, a, b;
-    dnnl::algorithm al;
-    chain.get_params_eltwise(k, scale, al, a, b);
-    rest.append_eltwise(scale, al, a, b);
-  }
   const memory::desc src = ctx.InputDesc(0);
   dnnl::eltwise_forward::desc desc(dnnl::prop_kind::forward_inference, alg, src, alpha, beta);
-  dnnl::primitive_attr attr = DefaultAttr();
-  if (rest.len() > 0) attr.set_post_ops(rest);
-  dnnl::eltwise_forward::primitive_desc pd(desc, attr, CpuEngine());
+  dnnl::eltwise_forward::primitive_desc pd(desc, DefaultAttr(), CpuEngine());
   ASSIGN_OR_RETURN(int src_slot, ctx.InputSlot(0, pd.src_desc()));
   const int dst_slot = ElementwiseOutput(ctx, pd.dst_desc());
   StepInfo info = ctx.BaseInfo();
   info.src_format = info.dst_format = FormatName(pd.dst_desc());
   ctx.AddPrimitive(dnnl::eltwise_forward(pd), pd,
                    {{DNNL_ARG_SRC, src_slot, std::nullopt}, {DNNL_ARG_DST, dst_slot, std::nullopt}},
-                   std::move(info));
+                   info);
+  // Further eltwise stages (HardSigmoid's clip) run in place on dst: oneDNN 2.6's eltwise
+  // post-ops give wrong results on small 1-D tensors.
+  for (int k = 1; k < chain.len(); ++k) {
+    float scale, a, b;
+    dnnl::algorithm stage_alg;
+    chain.get_params_eltwise(k, scale, stage_alg, a, b);
+    dnnl::eltwise_forward::desc stage(dnnl::prop_kind::forward_inference, stage_alg, pd.dst_desc(),
+                                      a, b);
+    dnnl::eltwise_forward::primitive_desc stage_pd(stage, DefaultAttr(), CpuEngine());
+    ctx.AddPrimitive(
+        dnnl::eltwise_forward(stage_pd), stage_pd,
+        {{DNNL_ARG_SRC, dst_slot, std::nullopt}, {DNNL_ARG_DST, dst_slot, std::nullopt}}, info);
+  }
   return absl::OkStatus();
 }
 

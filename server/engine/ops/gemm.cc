@@ -15,7 +15,8 @@ absl::Status CompileInnerProduct(CompileContext& ctx) {
   const Tensor& b = ctx.Constant(1);
   const float alpha = node.GetFloat("alpha", 1.f), beta = node.GetFloat("beta", 1.f);
   const bool trans_b = node.GetInt("transB", 0) != 0;
-  if (a.size() != 2 || b.dims.size() != 2 || b.dtype != DataType::kFloat32) return UseHostFallback();
+  if (a.size() != 2 || b.dims.size() != 2 || b.dtype != DataType::kFloat32)
+    return UseHostFallback();
   const int64_t k = a[1], n = trans_b ? b.dims[0] : b.dims[1];
   if ((trans_b ? b.dims[1] : b.dims[0]) != k) return UseHostFallback();
 
@@ -33,7 +34,8 @@ absl::Status CompileInnerProduct(CompileContext& ctx) {
     if (!ctx.IsConstant(2)) return UseHostFallback();
     const Tensor& c = ctx.Constant(2);
     const int64_t count = c.num_elements();
-    const bool row_vector = count == n && (c.dims.size() <= 1 || (c.dims.size() == 2 && c.dims[0] == 1));
+    const bool row_vector =
+        count == n && (c.dims.size() <= 1 || (c.dims.size() == 2 && c.dims[0] == 1));
     if (!(count == 1 || row_vector)) return UseHostFallback();
     std::vector<float> values = c.AsFloat();
     bias = Tensor(DataType::kFloat32, {n});
@@ -49,10 +51,10 @@ absl::Status CompileInnerProduct(CompileContext& ctx) {
   for (const PostOp& op : DecodePostOps(node)) AppendEltwisePostOp(op, chain);
   dnnl::primitive_attr attr = DefaultAttr();
   attr.set_post_ops(chain);
-  auto desc = bias ? dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_inference,
-                                                       src_any, weights_any, bias_desc, dst_any)
-                   : dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_inference,
-                                                       src_any, weights_any, dst_any);
+  auto desc = bias ? dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_inference, src_any,
+                                                       weights_any, bias_desc, dst_any)
+                   : dnnl::inner_product_forward::desc(dnnl::prop_kind::forward_inference, src_any,
+                                                       weights_any, dst_any);
   dnnl::inner_product_forward::primitive_desc pd(desc, attr, CpuEngine());
   ASSIGN_OR_RETURN(int src_slot, ctx.InputSlot(0, pd.src_desc()));
   ASSIGN_OR_RETURN(memory w, ctx.ConstantMemory(weights, pd.weights_desc()));

@@ -13,13 +13,14 @@ namespace {
 
 memory::dims Strides(const Dims& dims) {
   memory::dims strides(dims.size(), 1);
-  for (int k = static_cast<int>(dims.size()) - 2; k >= 0; --k) strides[k] = strides[k + 1] * dims[k + 1];
+  for (int k = static_cast<int>(dims.size()) - 2; k >= 0; --k)
+    strides[k] = strides[k + 1] * dims[k + 1];
   return strides;
 }
 
 // One reorder from a view of input `i` to a new plain buffer for output `j`.
-absl::Status ReorderViewToOutput(CompileContext& ctx, size_t i, size_t j,
-                                 const memory::desc& view, const char* kind) {
+absl::Status ReorderViewToOutput(CompileContext& ctx, size_t i, size_t j, const memory::desc& view,
+                                 const char* kind) {
   ASSIGN_OR_RETURN(int src, ctx.InputView(i, view));
   const ValueInfo& out = ctx.OutputInfo(j);
   const int dst = ctx.DefineOutput(j, PlainDesc(out.dims, *ToDnnl(out.dtype)));
@@ -101,7 +102,8 @@ absl::Status CompileSplit(CompileContext& ctx) {
   for (size_t j = 0; j < ctx.node().outputs.size(); ++j) {
     const Dims& y = ctx.OutputInfo(j).dims;
     if (ctx.OutputUsed(j) && NumElements(y) > 0) {
-      RETURN_IF_ERROR(ReorderViewToOutput(ctx, 0, j, plain.submemory_desc({y.begin(), y.end()}, offsets), "Split"));
+      RETURN_IF_ERROR(ReorderViewToOutput(
+          ctx, 0, j, plain.submemory_desc({y.begin(), y.end()}, offsets), "Split"));
     } else if (NumElements(y) == 0) {
       return UseHostFallback();
     }
@@ -127,7 +129,8 @@ absl::Status CompileConcat(CompileContext& ctx) {
   }
   if (srcs.empty()) return UseHostFallback();
   const memory::desc dst_any({y.begin(), y.end()}, *dt, memory::format_tag::any);
-  dnnl::concat::primitive_desc pd(dst_any, static_cast<int>(axis), srcs, CpuEngine(), DefaultAttr());
+  dnnl::concat::primitive_desc pd(dst_any, static_cast<int>(axis), srcs, CpuEngine(),
+                                  DefaultAttr());
   std::vector<StepArg> args;
   for (size_t k = 0; k < used.size(); ++k) {
     if (ctx.IsConstant(used[k])) {

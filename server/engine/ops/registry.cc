@@ -54,9 +54,16 @@ const std::map<std::string, OpCompileFn>& Compilers() {
 // Ops evaluated on the host only: shape arithmetic that PyTorch exports around Reshape (folded
 // at compile time) and padding.
 const std::set<std::string>& HostOnlyOps() {
-  static const auto* ops = new std::set<std::string>{
-      "Shape", "Gather", "ConstantOfShape", "Pad", "Constant", "Range", "Expand", "Equal", "Where",
-      "Size", "Neg", "Sqrt", "Pow", "Min", "Max", "Sum", "Mean"};
+  static const auto* ops =
+      new std::set<std::string>{"Shape",     "Size",     "Gather",    "ConstantOfShape",
+                                "Range",     "Pad",      "Expand",    "Tile",
+                                "Where",     "Equal",    "Less",      "Greater",
+                                "Not",       "Pow",      "Min",       "Max",
+                                "Sum",       "Mean",     "Neg",       "Abs",
+                                "Sqrt",      "Exp",      "Log",       "Reciprocal",
+                                "Floor",     "Ceil",     "Erf",       "Selu",
+                                "Softplus",  "Softsign", "ReduceMin", "ReduceSum",
+                                "ReduceProd"};
   return *ops;
 }
 

@@ -4,8 +4,7 @@
 
 namespace convserve::engine::ops {
 
-Spatial SpatialParams(const Node& node, const Dims& input, const Dims& output,
-                      const Dims& kernel) {
+Spatial SpatialParams(const Node& node, const Dims& input, const Dims& output, const Dims& kernel) {
   const size_t n = kernel.size();
   const std::vector<int64_t> strides = node.GetInts("strides", std::vector<int64_t>(n, 1));
   const std::vector<int64_t> dilations = node.GetInts("dilations", std::vector<int64_t>(n, 1));
