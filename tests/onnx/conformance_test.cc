@@ -47,7 +47,6 @@ using engine::TensorView;
 constexpr const char* kDefaultDataRoot = "/usr/share/libonnx-testdata/data";
 constexpr const char* kSuites[] = {"node", "pytorch-converted", "pytorch-operator", "simple"};
 
-
 // Tests of these families exercise the core of a convnet; skipping one of them deserves a
 // warning.
 constexpr const char* kMustAttemptPrefixes[] = {
