@@ -28,8 +28,8 @@
 
 namespace convserve::engine {
 
-using AttributeValue = std::variant<int64_t, float, std::string, std::vector<int64_t>,
-                                    std::vector<float>, Tensor>;
+using AttributeValue =
+    std::variant<int64_t, float, std::string, std::vector<int64_t>, std::vector<float>, Tensor>;
 
 struct Node {
   std::string name;     // unique; the importer invents "<op_type>_<index>" for unnamed nodes
@@ -62,9 +62,9 @@ struct ValueInfo {
 
 struct Graph {
   std::string name;
-  std::vector<ValueInfo> inputs;   // runtime inputs only (initializers excluded)
+  std::vector<ValueInfo> inputs;  // runtime inputs only (initializers excluded)
   std::vector<ValueInfo> outputs;
-  std::vector<Node> nodes;         // topologically sorted
+  std::vector<Node> nodes;  // topologically sorted
   std::map<std::string, Tensor> initializers;
 };
 

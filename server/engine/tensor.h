@@ -11,16 +11,30 @@
 
 namespace convserve::engine {
 
-enum class DataType { kUndefined, kFloat32, kFloat16, kBFloat16, kFloat64, kInt8, kUint8,
-                      kInt16, kUint16, kInt32, kUint32, kInt64, kUint64, kBool };
+enum class DataType {
+  kUndefined,
+  kFloat32,
+  kFloat16,
+  kBFloat16,
+  kFloat64,
+  kInt8,
+  kUint8,
+  kInt16,
+  kUint16,
+  kInt32,
+  kUint32,
+  kInt64,
+  kUint64,
+  kBool
+};
 
 size_t ElementSize(DataType type);
-// "FP32", "INT64", ... (the KServe names). const char* because Debian's Abseil is built with its own
-// string_view, which absl::StrCat does not accept as std::string_view.
+// "FP32", "INT64", ... (the KServe names). const char* because Debian's Abseil is built with its
+// own string_view, which absl::StrCat does not accept as std::string_view.
 const char* DataTypeName(DataType type);
 
 using Dims = std::vector<int64_t>;
-int64_t NumElements(const Dims& dims);  // product; 1 for a scalar (empty dims)
+int64_t NumElements(const Dims& dims);       // product; 1 for a scalar (empty dims)
 std::string DimsToString(const Dims& dims);  // "[1,3,28,28]"
 
 // An owning, dense, row-major host tensor. Used for initializers and compile-time constants.
@@ -35,9 +49,13 @@ struct Tensor {
   }
   int64_t num_elements() const { return NumElements(dims); }
   template <typename T>
-  T* data() { return reinterpret_cast<T*>(bytes.data()); }
+  T* data() {
+    return reinterpret_cast<T*>(bytes.data());
+  }
   template <typename T>
-  const T* data() const { return reinterpret_cast<const T*>(bytes.data()); }
+  const T* data() const {
+    return reinterpret_cast<const T*>(bytes.data());
+  }
 
   // Values converted to int64 / float whatever the stored integer or float type
   // (for shape arithmetic and attribute-like inputs).
