@@ -1,0 +1,419 @@
+#include <grpcpp/grpcpp.h>
+
+#include <chrono>
+#include <cstring>
+
+#include "absl/strings/str_cat.h"
+#include "proto/inference.grpc.pb.h"
+#include "server/api/services.h"
+#include "server/api/status.h"
+#include "server/common/status.h"
+#include "server/repository/model_config.h"
+#include "server/serving/server_core.h"
+
+namespace convserve::api {
+namespace {
+
+using serving::ServerCore;
+
+constexpr const char* kServerName = "convserve";
+constexpr const char* kServerVersion = "0.1.0";
+
+template <typename T>
+std::string_view BytesOf(const google::protobuf::RepeatedField<T>& field) {
+  return std::string_view(reinterpret_cast<const char*>(field.data()), field.size() * sizeof(T));
+}
+
+// The typed contents of `datatype` as little-endian bytes; views into the message where the
+// wire type matches the datatype, converted into `owned` otherwise.
+absl::Status TypedContents(const inference::InferTensorContents& contents,
+                           const std::string& datatype, serving::InputTensor& tensor,
+                           std::vector<std::string>& owned) {
+  auto narrow = [&](const auto& field, auto type_tag) {
+    using T = decltype(type_tag);
+    std::string buffer(field.size() * sizeof(T), '\0');
+    for (int i = 0; i < field.size(); ++i) {
+      const T value = static_cast<T>(field.Get(i));
+      std::memcpy(buffer.data() + i * sizeof(T), &value, sizeof(T));
+    }
+    owned.push_back(std::move(buffer));
+    tensor.data = owned.back();
+  };
+  if (datatype == "FP32") {
+    tensor.data = BytesOf(contents.fp32_contents());
+  } else if (datatype == "FP64") {
+    tensor.data = BytesOf(contents.fp64_contents());
+  } else if (datatype == "INT32") {
+    tensor.data = BytesOf(contents.int_contents());
+  } else if (datatype == "INT64") {
+    tensor.data = BytesOf(contents.int64_contents());
+  } else if (datatype == "UINT32") {
+    tensor.data = BytesOf(contents.uint_contents());
+  } else if (datatype == "UINT64") {
+    tensor.data = BytesOf(contents.uint64_contents());
+  } else if (datatype == "UINT8") {
+    narrow(contents.uint_contents(), uint8_t{});
+  } else if (datatype == "UINT16") {
+    narrow(contents.uint_contents(), uint16_t{});
+  } else if (datatype == "INT8") {
+    narrow(contents.int_contents(), int8_t{});
+  } else if (datatype == "INT16") {
+    narrow(contents.int_contents(), int16_t{});
+  } else if (datatype == "BOOL") {
+    narrow(contents.bool_contents(), uint8_t{});
+  } else if (datatype == "BYTES") {
+    for (const std::string& element : contents.bytes_contents()) tensor.elements.push_back(element);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input '", tensor.name, "': datatype '", datatype, "' is not supported in typed contents"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ParseRawBytes(std::string_view raw, serving::InputTensor& tensor) {
+  size_t offset = 0;
+  while (offset < raw.size()) {
+    if (raw.size() - offset < 4) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "input '", tensor.name, "': raw BYTES contents end inside an element's 4-byte length"));
+    }
+    uint32_t length;
+    std::memcpy(&length, raw.data() + offset, 4);
+    offset += 4;
+    if (raw.size() - offset < length) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", tensor.name, "': raw BYTES element of ", length,
+                       " bytes overruns the ", raw.size(), " bytes of raw contents"));
+    }
+    tensor.elements.push_back(raw.substr(offset, length));
+    offset += length;
+  }
+  return absl::OkStatus();
+}
+
+// Wire request → serving request. Views point into `wire`, which outlives the request.
+absl::Status ConvertRequest(const inference::ModelInferRequest& wire,
+                            serving::InferRequest& request) {
+  request.id = wire.id();
+  const bool raw = wire.raw_input_contents_size() > 0;
+  if (raw && wire.raw_input_contents_size() != wire.inputs_size()) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model '", wire.model_name(), "': ", wire.raw_input_contents_size(),
+        " raw_input_contents for ", wire.inputs_size(), " inputs: there must be one per input"));
+  }
+  for (int i = 0; i < wire.inputs_size(); ++i) {
+    const auto& input = wire.inputs(i);
+    serving::InputTensor tensor;
+    tensor.name = input.name();
+    tensor.datatype = input.datatype();
+    tensor.shape.assign(input.shape().begin(), input.shape().end());
+    if (raw) {
+      if (input.has_contents() && input.contents().ByteSizeLong() > 0) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("input '", input.name(), "' of model '", wire.model_name(),
+                         "' has both contents and raw_input_contents: use one"));
+      }
+      tensor.from_raw = true;
+      const std::string& bytes = wire.raw_input_contents(i);
+      if (tensor.datatype == "BYTES") {
+        RETURN_IF_ERROR(ParseRawBytes(bytes, tensor));
+      } else {
+        tensor.data = bytes;
+      }
+    } else {
+      RETURN_IF_ERROR(
+          TypedContents(input.contents(), tensor.datatype, tensor, request.owned_buffers));
+    }
+    request.inputs.push_back(std::move(tensor));
+  }
+  for (const auto& output : wire.outputs()) {
+    serving::RequestedOutput requested;
+    requested.name = output.name();
+    auto it = output.parameters().find("classification");
+    if (it != output.parameters().end()) {
+      const auto& p = it->second;
+      if (p.parameter_choice_case() == inference::InferParameter::kInt64Param) {
+        requested.classification = p.int64_param();
+      } else if (p.parameter_choice_case() == inference::InferParameter::kUint64Param) {
+        requested.classification = static_cast<int64_t>(p.uint64_param());
+      } else {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "output '", output.name(), "': parameter 'classification' must be an int64"));
+      }
+      if (requested.classification <= 0) {
+        return absl::InvalidArgumentError(absl::StrCat(
+            "output '", output.name(), "': parameter 'classification' must be > 0, got ",
+            requested.classification));
+      }
+    }
+    request.outputs.push_back(std::move(requested));
+  }
+  return absl::OkStatus();
+}
+
+void FillResponse(serving::InferResponse& response, bool raw, inference::ModelInferResponse* wire) {
+  wire->set_model_name(response.model_name);
+  wire->set_model_version(response.model_version);
+  wire->set_id(response.id);
+  for (auto& out : response.outputs) {
+    auto* tensor = wire->add_outputs();
+    tensor->set_name(out.name);
+    tensor->set_datatype(out.datatype);
+    for (int64_t d : out.shape) tensor->add_shape(d);
+    if (raw) {
+      std::string* bytes = wire->add_raw_output_contents();
+      if (out.datatype == "BYTES") {
+        for (const auto& element : out.elements) {
+          const uint32_t length = static_cast<uint32_t>(element.size());
+          bytes->append(reinterpret_cast<const char*>(&length), 4);
+          bytes->append(element);
+        }
+      } else {
+        *bytes = std::move(out.data);
+      }
+      continue;
+    }
+    auto* contents = tensor->mutable_contents();
+    auto copy = [&](auto* field, auto type_tag) {
+      using T = decltype(type_tag);
+      const size_t n = out.data.size() / sizeof(T);
+      field->Resize(static_cast<int>(n), 0);
+      std::vector<T> values(n);
+      std::memcpy(values.data(), out.data.data(), n * sizeof(T));
+      for (size_t i = 0; i < n; ++i) field->Set(static_cast<int>(i), values[i]);
+    };
+    if (out.datatype == "BYTES") {
+      for (auto& element : out.elements) contents->add_bytes_contents(std::move(element));
+    } else if (out.datatype == "FP32") {
+      contents->mutable_fp32_contents()->Resize(static_cast<int>(out.data.size() / 4), 0.0f);
+      std::memcpy(contents->mutable_fp32_contents()->mutable_data(), out.data.data(),
+                  out.data.size());
+    } else if (out.datatype == "FP64") {
+      copy(contents->mutable_fp64_contents(), double{});
+    } else if (out.datatype == "INT64") {
+      copy(contents->mutable_int64_contents(), int64_t{});
+    } else if (out.datatype == "INT32") {
+      copy(contents->mutable_int_contents(), int32_t{});
+    } else {
+      // Other types travel raw even when the request was typed.
+      wire->mutable_outputs()->RemoveLast();
+      auto* again = wire->add_outputs();
+      again->set_name(out.name);
+      again->set_datatype(out.datatype);
+      for (int64_t d : out.shape) again->add_shape(d);
+      wire->add_raw_output_contents(std::move(out.data));
+    }
+  }
+}
+
+std::chrono::steady_clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context) {
+  const auto deadline = context->deadline();
+  const auto now = std::chrono::system_clock::now();
+  if (deadline >= now + std::chrono::hours(24 * 365))
+    return std::chrono::steady_clock::time_point::max();
+  return std::chrono::steady_clock::now() +
+         std::chrono::duration_cast<std::chrono::steady_clock::duration>(deadline - now);
+}
+
+void FillTensorMetadata(
+    const auto& tensors, bool batched,
+    google::protobuf::RepeatedPtrField<inference::ModelMetadataResponse::TensorMetadata>* out) {
+  for (const auto& tensor : tensors) {
+    auto* meta = out->Add();
+    meta->set_name(tensor.name());
+    meta->set_datatype(std::string(repository::DataTypeToKServe(tensor.data_type())));
+    if (batched) meta->add_shape(-1);
+    for (int64_t d : tensor.dims()) meta->add_shape(d);
+  }
+}
+
+void FillDuration(const serving::Duration& d, inference::StatisticDuration* out) {
+  out->set_count(d.count);
+  out->set_ns(d.ns);
+}
+
+class InferenceService final : public inference::GRPCInferenceService::CallbackService {
+ public:
+  explicit InferenceService(ServerCore* core) : core_(core) {}
+
+  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
+                                       const inference::ServerLiveRequest*,
+                                       inference::ServerLiveResponse* response) override {
+    response->set_live(true);
+    return Done(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
+                                        const inference::ServerReadyRequest*,
+                                        inference::ServerReadyResponse* response) override {
+    response->set_ready(!core_->shutting_down());
+    return Done(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
+                                       const inference::ModelReadyRequest* request,
+                                       inference::ModelReadyResponse* response) override {
+    response->set_ready(!core_->shutting_down() &&
+                        core_->Get(request->name(), request->version()).ok());
+    return Done(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
+                                           const inference::ServerMetadataRequest*,
+                                           inference::ServerMetadataResponse* response) override {
+    response->set_name(kServerName);
+    response->set_version(kServerVersion);
+    for (const char* extension : {"classification", "model_repository", "model_configuration",
+                                  "statistics", "binary_tensor_data"}) {
+      response->add_extensions(extension);
+    }
+    return Done(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
+                                          const inference::ModelMetadataRequest* request,
+                                          inference::ModelMetadataResponse* response) override {
+    absl::StatusOr<serving::ServedModel> served = core_->Get(request->name(), request->version());
+    if (!served.ok()) return Done(context, served.status());
+    const inference::ModelConfig& config = served->model->config;
+    response->set_name(served->model->name);
+    for (int64_t v : core_->ServedVersions(request->name())) {
+      response->add_versions(std::to_string(v));
+    }
+    response->set_platform(config.platform().empty() ? "onnxruntime_onnx" : config.platform());
+    const bool batched = config.max_batch_size() > 0;
+    FillTensorMetadata(config.input(), batched, response->mutable_inputs());
+    FillTensorMetadata(config.output(), batched, response->mutable_outputs());
+    return Done(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* context,
+                                        const inference::ModelConfigRequest* request,
+                                        inference::ModelConfigResponse* response) override {
+    absl::StatusOr<serving::ServedModel> served = core_->Get(request->name(), request->version());
+    if (!served.ok()) return Done(context, served.status());
+    *response->mutable_config() = served->model->config;
+    return Done(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
+                                       const inference::ModelInferRequest* request,
+                                       inference::ModelInferResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const bool raw = request->raw_input_contents_size() > 0;
+    auto done = [reactor, response, raw](absl::StatusOr<serving::InferResponse> result) {
+      if (result.ok()) FillResponse(*result, raw, response);
+      reactor->Finish(ToGrpcStatus(result.status()));
+    };
+    auto converted = std::make_unique<serving::InferRequest>();
+    if (absl::Status status = ConvertRequest(*request, *converted); !status.ok()) {
+      core_->Reject(request->model_name(), request->model_version(), status, request->id(),
+                    std::move(done));
+      return reactor;
+    }
+    converted->deadline = SteadyDeadline(context);
+    core_->Infer(request->model_name(), request->model_version(), std::move(converted),
+                 std::move(done));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* context,
+                                            const inference::ModelStatisticsRequest* request,
+                                            inference::ModelStatisticsResponse* response) override {
+    std::vector<serving::ServedModel> models;
+    if (request->name().empty()) {
+      models = core_->Served();
+    } else if (request->version().empty()) {
+      for (auto& served : core_->Served()) {
+        if (served.model->name == request->name()) models.push_back(served);
+      }
+      if (models.empty()) {
+        return Done(context, core_->Get(request->name(), "").status());
+      }
+    } else {
+      absl::StatusOr<serving::ServedModel> served = core_->Get(request->name(), request->version());
+      if (!served.ok()) return Done(context, served.status());
+      models.push_back(*served);
+    }
+    for (const auto& served : models) {
+      const serving::StatisticsSnapshot s = served.scheduler->statistics().Snapshot();
+      auto* stats = response->add_model_stats();
+      stats->set_name(served.model->name);
+      stats->set_version(served.model->version_string());
+      stats->set_last_inference(s.last_inference_ms);
+      stats->set_inference_count(s.inference_count);
+      stats->set_execution_count(s.execution_count);
+      auto* infer = stats->mutable_inference_stats();
+      FillDuration(s.success, infer->mutable_success());
+      FillDuration(s.fail, infer->mutable_fail());
+      FillDuration(s.queue, infer->mutable_queue());
+      FillDuration(s.compute_input, infer->mutable_compute_input());
+      FillDuration(s.compute_infer, infer->mutable_compute_infer());
+      FillDuration(s.compute_output, infer->mutable_compute_output());
+      infer->mutable_cache_hit();
+      infer->mutable_cache_miss();
+      for (const auto& [size, batch] : s.batch_stats) {
+        auto* out = stats->add_batch_stats();
+        out->set_batch_size(size);
+        FillDuration(batch.compute_input, out->mutable_compute_input());
+        FillDuration(batch.compute_infer, out->mutable_compute_infer());
+        FillDuration(batch.compute_output, out->mutable_compute_output());
+      }
+    }
+    return Done(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* context,
+                                            const inference::RepositoryIndexRequest* request,
+                                            inference::RepositoryIndexResponse* response) override {
+    for (const auto& entry : core_->Index(request->ready())) {
+      auto* model = response->add_models();
+      model->set_name(entry.name);
+      model->set_version(entry.version);
+      model->set_state(entry.state);
+      model->set_reason(entry.reason);
+    }
+    return Done(context, absl::OkStatus());
+  }
+
+  grpc::ServerUnaryReactor* RepositoryModelLoad(
+      grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
+      inference::RepositoryModelLoadResponse*) override {
+    if (!request->parameters().empty()) {
+      return Done(context, absl::UnimplementedError(
+                               "RepositoryModelLoad parameters (config or file overrides) are "
+                               "not supported: put the files in the repository"));
+    }
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    core_->LoadAsync(request->model_name(),
+                     [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* RepositoryModelUnload(
+      grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
+      inference::RepositoryModelUnloadResponse*) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    core_->UnloadAsync(request->model_name(),
+                       [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
+    return reactor;
+  }
+
+ private:
+  static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
+                                        const absl::Status& status) {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    reactor->Finish(ToGrpcStatus(status));
+    return reactor;
+  }
+
+  ServerCore* core_;
+};
+
+}  // namespace
+
+std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core) {
+  return std::make_unique<InferenceService>(core);
+}
+
+}  // namespace convserve::api

@@ -1,0 +1,105 @@
+// convserve-server: flags (and CONVSERVE_* environment variables) → ServerOptions → Server.
+// SIGTERM/SIGINT: health NOT_SERVING, new requests UNAVAILABLE, in-flight requests finish (up to
+// --exit-timeout-secs), exit 0.
+#include <csignal>
+#include <cstdio>
+
+#include "CLI/CLI.hpp"
+#include "server/api/server.h"
+#include "spdlog/sinks/stdout_sinks.h"
+#include "spdlog/spdlog.h"
+
+namespace {
+
+void ConfigureLogging(const convserve::api::ServerOptions& options) {
+  auto logger = spdlog::stdout_logger_mt("convserve");
+  spdlog::set_default_logger(logger);
+  spdlog::set_level(spdlog::level::from_str(options.log_level));
+  if (options.log_format == "json") {
+    spdlog::set_pattern(
+        R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","thread":%t,"message":"%v"})",
+        spdlog::pattern_time_type::utc);
+  } else {
+    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
+  }
+  spdlog::flush_on(spdlog::level::info);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  convserve::api::ServerOptions options;
+  CLI::App app{"convserve: CPU inference server for convnets (KServe v2 / Triton gRPC)"};
+  app.add_option("--model-repository", options.model_repository,
+                 "Folder of model folders (default: the bundled models/repository)")
+      ->envname("CONVSERVE_MODEL_REPOSITORY");
+  app.add_option("--grpc-address", options.grpc_address, "Address to listen on")
+      ->envname("CONVSERVE_GRPC_ADDRESS")
+      ->capture_default_str();
+  app.add_option("--grpc-port", options.grpc_port, "gRPC port")
+      ->envname("CONVSERVE_GRPC_PORT")
+      ->capture_default_str();
+  app.add_option("--metrics-port", options.metrics_port, "Prometheus /metrics port (0: off)")
+      ->envname("CONVSERVE_METRICS_PORT")
+      ->capture_default_str();
+  app.add_option("--threads", options.threads, "Compute threads for all models (0: all cores)")
+      ->envname("CONVSERVE_THREADS")
+      ->capture_default_str();
+  app.add_option("--model-control-mode", options.model_control_mode, "none | poll | explicit")
+      ->envname("CONVSERVE_MODEL_CONTROL_MODE")
+      ->check(CLI::IsMember({"none", "poll", "explicit"}))
+      ->capture_default_str();
+  app.add_option("--repository-poll-secs", options.repository_poll_secs,
+                 "Rescan interval in poll mode")
+      ->envname("CONVSERVE_REPOSITORY_POLL_SECS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--log-level", options.log_level, "trace | debug | info | warn | error | off")
+      ->envname("CONVSERVE_LOG_LEVEL")
+      ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
+      ->capture_default_str();
+  app.add_option("--log-format", options.log_format, "text | json")
+      ->envname("CONVSERVE_LOG_FORMAT")
+      ->check(CLI::IsMember({"text", "json"}))
+      ->capture_default_str();
+  app.add_option("--max-request-bytes", options.max_request_bytes, "Largest gRPC request accepted")
+      ->envname("CONVSERVE_MAX_REQUEST_BYTES")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  app.add_option("--exit-timeout-secs", options.exit_timeout_secs,
+                 "How long shutdown waits for in-flight requests")
+      ->envname("CONVSERVE_EXIT_TIMEOUT_SECS")
+      ->check(CLI::NonNegativeNumber)
+      ->capture_default_str();
+  app.add_option("--max-image-pixels", options.max_image_pixels,
+                 "Largest decoded image (width x height) accepted")
+      ->envname("CONVSERVE_MAX_IMAGE_PIXELS")
+      ->check(CLI::PositiveNumber)
+      ->capture_default_str();
+  CLI11_PARSE(app, argc, argv);
+
+  ConfigureLogging(options);
+
+  // Block the signals in every thread; the main thread waits for them below.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  auto server = convserve::api::Server::Start(options);
+  if (!server.ok()) {
+    spdlog::critical("cannot start: {}", std::string(server.status().message()));
+    return 1;
+  }
+  convserve::api::LogStartupSummary(options, **server);
+
+  int signal = 0;
+  sigwait(&signals, &signal);
+  spdlog::info("received {}: draining (up to {} s)", signal == SIGTERM ? "SIGTERM" : "SIGINT",
+               options.exit_timeout_secs);
+  const bool drained = (*server)->Shutdown();
+  server->reset();
+  spdlog::info("exit ({})", drained ? "all requests finished" : "exit timeout reached");
+  return 0;
+}

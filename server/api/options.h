@@ -1,0 +1,29 @@
+// The server's options: one struct, filled by main.cc from flags and environment variables, and
+// passed down explicitly.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace convserve::api {
+
+struct ServerOptions {
+  std::string model_repository;  // empty: the bundled models/repository
+  std::string grpc_address = "0.0.0.0";
+  int grpc_port = 8001;                     // 0: pick a free port (see Server::grpc_port())
+  int metrics_port = 8002;                  // 0: no metrics endpoint; -1: pick a free port
+  int threads = 0;                          // compute threads for all models; 0: all cores
+  std::string model_control_mode = "none";  // none | poll | explicit
+  int repository_poll_secs = 15;
+  std::string log_level = "info";        // trace | debug | info | warn | error | off
+  std::string log_format = "text";       // text | json
+  int64_t max_request_bytes = 64 << 20;  // gRPC max receive message size
+  int exit_timeout_secs = 30;            // how long shutdown waits for in-flight requests
+  int64_t max_image_pixels = 16 << 20;   // decompression-bomb limit for encoded images
+};
+
+// Where the bundled repository is: next to the executable (../models/repository,
+// ../share/convserve/models/repository) or the source tree's models/repository.
+std::string DefaultModelRepository();
+
+}  // namespace convserve::api

@@ -1,0 +1,205 @@
+#include "server/api/server.h"
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/grpcpp.h>
+#include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/impl/codegen/service_type.h>
+
+#include <filesystem>
+#include <mutex>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "dnnl.hpp"
+#include "server/api/services.h"
+#include "server/serving/metrics.h"
+#include "server/serving/server_core.h"
+#include "spdlog/spdlog.h"
+
+#ifndef CONVSERVE_SOURCE_MODEL_REPOSITORY
+#define CONVSERVE_SOURCE_MODEL_REPOSITORY ""
+#endif
+
+namespace convserve::api {
+
+std::string DefaultModelRepository() {
+  std::error_code ec;
+  const std::filesystem::path exe = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (const auto& relative : {"../models/repository", "../share/convserve/models/repository",
+                                 "models/repository", "../../models/repository"}) {
+      const std::filesystem::path candidate = exe.parent_path() / relative;
+      if (std::filesystem::is_directory(candidate, ec)) {
+        return std::filesystem::weakly_canonical(candidate, ec).string();
+      }
+    }
+  }
+  return CONVSERVE_SOURCE_MODEL_REPOSITORY;
+}
+
+struct Server::Impl {
+  ServerOptions options;
+  std::unique_ptr<serving::PrometheusMetrics> metrics;
+  std::unique_ptr<serving::ServerCore> core;
+  std::unique_ptr<grpc::Service> inference_service;
+  std::unique_ptr<grpc::Service> convserve_service;
+  std::unique_ptr<grpc::Server> grpc_server;
+  int grpc_port = 0;
+  std::mutex shutdown_mutex;
+  bool shut_down = false;
+  bool drained = true;
+};
+
+Server::Server(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Server::~Server() { Shutdown(); }
+
+absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->options = options;
+  serving::ServerCoreOptions core_options;
+  core_options.model_repository =
+      options.model_repository.empty() ? DefaultModelRepository() : options.model_repository;
+  impl->options.model_repository = core_options.model_repository.string();
+  core_options.threads = options.threads > 0
+                             ? options.threads
+                             : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+  impl->options.threads = core_options.threads;
+  if (options.model_control_mode == "none") {
+    core_options.control_mode = serving::ModelControlMode::kNone;
+  } else if (options.model_control_mode == "poll") {
+    core_options.control_mode = serving::ModelControlMode::kPoll;
+  } else if (options.model_control_mode == "explicit") {
+    core_options.control_mode = serving::ModelControlMode::kExplicit;
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("--model-control-mode must be none, poll or ",
+                                                   "explicit, got '", options.model_control_mode,
+                                                   "'"));
+  }
+  core_options.repository_poll_secs = options.repository_poll_secs;
+  core_options.max_image_pixels = options.max_image_pixels;
+
+  if (options.metrics_port != 0) {
+    auto metrics = serving::PrometheusMetrics::Start(absl::StrCat(
+        options.grpc_address, ":", options.metrics_port < 0 ? 0 : options.metrics_port));
+    if (!metrics.ok()) return metrics.status();
+    impl->metrics = *std::move(metrics);
+    core_options.metrics = impl->metrics.get();
+  }
+
+  auto core = serving::ServerCore::Create(core_options);
+  if (!core.ok()) return core.status();
+  impl->core = *std::move(core);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+  grpc::ServerBuilder builder;
+  builder.AddListeningPort(absl::StrCat(options.grpc_address, ":", options.grpc_port),
+                           grpc::InsecureServerCredentials(), &impl->grpc_port);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(
+      std::min<int64_t>(options.max_request_bytes, std::numeric_limits<int>::max())));
+  builder.SetMaxSendMessageSize(-1);
+  impl->inference_service = CreateInferenceService(impl->core.get());
+  impl->convserve_service = CreateConvServeService(impl->core.get());
+  builder.RegisterService(impl->inference_service.get());
+  builder.RegisterService(impl->convserve_service.get());
+  impl->grpc_server = builder.BuildAndStart();
+  if (impl->grpc_server == nullptr || impl->grpc_port == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", options.grpc_address, ":", options.grpc_port));
+  }
+  impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  return std::unique_ptr<Server>(new Server(std::move(impl)));
+}
+
+int Server::grpc_port() const { return impl_->grpc_port; }
+int Server::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }
+serving::ServerCore& Server::core() { return *impl_->core; }
+
+bool Server::Shutdown() {
+  std::lock_guard<std::mutex> lock(impl_->shutdown_mutex);
+  if (impl_->shut_down) return impl_->drained;
+  impl_->shut_down = true;
+  impl_->grpc_server->GetHealthCheckService()->SetServingStatus(false);
+  impl_->core->BeginShutdown();
+  const auto deadline =
+      std::chrono::steady_clock::now() + std::chrono::seconds(impl_->options.exit_timeout_secs);
+  impl_->drained = impl_->core->WaitForInFlight(deadline);
+  if (!impl_->drained) {
+    spdlog::warn("{} requests still in flight after {} s; stopping anyway",
+                 impl_->core->in_flight(), impl_->options.exit_timeout_secs);
+  }
+  impl_->grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  impl_->grpc_server->Wait();
+  impl_->core.reset();
+  impl_->metrics.reset();
+  spdlog::info("server stopped");
+  return impl_->drained;
+}
+
+void LogStartupSummary(const ServerOptions& options, Server& server) {
+  const char* isa = "unknown";
+  switch (dnnl::get_effective_cpu_isa()) {
+    case dnnl::cpu_isa::sse41:
+      isa = "sse41";
+      break;
+    case dnnl::cpu_isa::avx:
+      isa = "avx";
+      break;
+    case dnnl::cpu_isa::avx2:
+      isa = "avx2";
+      break;
+    case dnnl::cpu_isa::avx512_core:
+      isa = "avx512_core";
+      break;
+    case dnnl::cpu_isa::avx512_core_vnni:
+      isa = "avx512_core_vnni";
+      break;
+    case dnnl::cpu_isa::avx512_core_bf16:
+      isa = "avx512_core_bf16";
+      break;
+    case dnnl::cpu_isa::avx512_core_amx:
+      isa = "avx512_core_amx";
+      break;
+    default:
+      break;
+  }
+  auto& core = server.core();
+  spdlog::info(
+      "convserve 0.1.0: gRPC {}:{}, metrics {}, oneDNN {}.{}.{} ISA {}, {} threads, "
+      "model control {}, repository {}",
+      options.grpc_address, server.grpc_port(),
+      server.metrics_port() ? std::to_string(server.metrics_port()) : "off", dnnl_version()->major,
+      dnnl_version()->minor, dnnl_version()->patch, isa, core.options().threads,
+      options.model_control_mode, core.options().model_repository.string());
+  auto tensors = [](const auto& list, bool batched) {
+    std::vector<std::string> parts;
+    for (const auto& t : list) {
+      std::vector<int64_t> dims;
+      if (batched) dims.push_back(-1);
+      dims.insert(dims.end(), t.dims().begin(), t.dims().end());
+      parts.push_back(absl::StrCat(t.name(), " ", inference::DataType_Name(t.data_type()), " [",
+                                   absl::StrJoin(dims, ","), "]"));
+    }
+    return absl::StrJoin(parts, ", ");
+  };
+  for (const auto& served : core.Served()) {
+    const auto& config = served.model->config;
+    const bool batched = config.max_batch_size() > 0;
+    spdlog::info(
+        "  model '{}' version {}: READY, inputs {}; outputs {}; max_batch_size {}, "
+        "{} instance(s) x {} threads",
+        served.model->name, served.model->version, tensors(config.input(), batched),
+        tensors(config.output(), batched), config.max_batch_size(), served.scheduler->num_workers(),
+        served.scheduler->threads_per_worker());
+  }
+  for (const auto& entry : core.Index(false)) {
+    if (entry.state != "READY") {
+      spdlog::warn("  model '{}'{}: {}: {}", entry.name,
+                   entry.version.empty() ? "" : " version " + entry.version, entry.state,
+                   entry.reason);
+    }
+  }
+}
+
+}  // namespace convserve::api

@@ -1,0 +1,22 @@
+// The gRPC services: thin handlers that convert messages and delegate to the serving core.
+#pragma once
+
+#include <memory>
+
+namespace grpc {
+class Service;
+}
+namespace convserve::serving {
+class ServerCore;
+}
+
+namespace convserve::api {
+
+// inference.GRPCInferenceService (KServe v2 + Triton extensions), callback API. `core` must
+// outlive the service.
+std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core);
+
+// convserve.v1.ConvServe (GetModelStatistics; the report RPCs answer UNIMPLEMENTED here).
+std::unique_ptr<grpc::Service> CreateConvServeService(serving::ServerCore* core);
+
+}  // namespace convserve::api

@@ -1,0 +1,173 @@
+#include "server/serving/image.h"
+
+#include <algorithm>
+#include <csetjmp>
+#include <cstdio>
+#include <cstring>
+#include <string>
+
+#include <jpeglib.h>
+#include <png.h>
+
+#include "absl/strings/str_cat.h"
+
+namespace convserve::serving {
+namespace {
+
+absl::Status TooManyPixels(int64_t width, int64_t height, int64_t max_pixels) {
+  return absl::InvalidArgumentError(absl::StrCat("image of ", width, "x", height, " = ",
+                                                 width * height, " pixels exceeds the limit of ",
+                                                 max_pixels, " pixels"));
+}
+
+struct JpegErrorManager {
+  jpeg_error_mgr base;
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+void JpegErrorExit(j_common_ptr cinfo) {
+  auto* manager = reinterpret_cast<JpegErrorManager*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, manager->message);
+  std::longjmp(manager->jump, 1);
+}
+
+// Warnings (level -1) include "premature end of data": libjpeg would pad a truncated file with
+// grey; treat it as the error it is.
+void JpegEmitMessage(j_common_ptr cinfo, int level) {
+  if (level < 0) JpegErrorExit(cinfo);
+}
+
+// No C++ objects with destructors live between setjmp and longjmp in this function.
+absl::StatusOr<Image> DecodeJpeg(std::string_view bytes, int channels, int64_t max_pixels) {
+  jpeg_decompress_struct cinfo;
+  JpegErrorManager error;
+  cinfo.err = jpeg_std_error(&error.base);
+  error.base.error_exit = JpegErrorExit;
+  error.base.emit_message = JpegEmitMessage;
+  error.message[0] = '\0';
+  Image* image = new Image();
+  int too_many = 0;
+  if (setjmp(error.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    delete image;
+    return absl::InvalidArgumentError(
+        absl::StrCat("corrupt or truncated JPEG image: ", static_cast<const char*>(error.message)));
+  }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, reinterpret_cast<const unsigned char*>(bytes.data()),
+               static_cast<unsigned long>(bytes.size()));
+  jpeg_read_header(&cinfo, TRUE);
+  if (static_cast<int64_t>(cinfo.image_width) * cinfo.image_height > max_pixels) {
+    too_many = 1;
+    image->width = static_cast<int>(cinfo.image_width);
+    image->height = static_cast<int>(cinfo.image_height);
+    jpeg_destroy_decompress(&cinfo);
+  } else {
+    cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    jpeg_start_decompress(&cinfo);
+    image->width = static_cast<int>(cinfo.output_width);
+    image->height = static_cast<int>(cinfo.output_height);
+    image->channels = channels;
+    image->pixels.resize(static_cast<size_t>(image->width) * image->height * channels);
+    while (cinfo.output_scanline < cinfo.output_height) {
+      JSAMPROW row = image->pixels.data() +
+                     static_cast<size_t>(cinfo.output_scanline) * image->width * channels;
+      jpeg_read_scanlines(&cinfo, &row, 1);
+    }
+    jpeg_finish_decompress(&cinfo);
+    jpeg_destroy_decompress(&cinfo);
+  }
+  Image result = std::move(*image);
+  delete image;
+  if (too_many) return TooManyPixels(result.width, result.height, max_pixels);
+  return result;
+}
+
+absl::StatusOr<Image> DecodePng(std::string_view bytes, int channels, int64_t max_pixels) {
+  png_image png;
+  std::memset(&png, 0, sizeof(png));
+  png.version = PNG_IMAGE_VERSION;
+  if (!png_image_begin_read_from_memory(&png, bytes.data(), bytes.size())) {
+    std::string message = png.message;
+    png_image_free(&png);
+    return absl::InvalidArgumentError(absl::StrCat("corrupt PNG image: ", message));
+  }
+  if (static_cast<int64_t>(png.width) * png.height > max_pixels) {
+    png_image_free(&png);
+    return TooManyPixels(png.width, png.height, max_pixels);
+  }
+  png.format = channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
+  Image image;
+  image.width = static_cast<int>(png.width);
+  image.height = static_cast<int>(png.height);
+  image.channels = channels;
+  image.pixels.resize(PNG_IMAGE_SIZE(png));
+  if (!png_image_finish_read(&png, nullptr, image.pixels.data(), 0, nullptr)) {
+    std::string message = png.message;
+    png_image_free(&png);
+    return absl::InvalidArgumentError(absl::StrCat("corrupt or truncated PNG image: ", message));
+  }
+  return image;
+}
+
+}  // namespace
+
+absl::StatusOr<Image> DecodeImage(std::string_view bytes, int channels, int64_t max_pixels) {
+  static constexpr unsigned char kPng[] = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n'};
+  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+  if (bytes.size() >= 8 && std::memcmp(data, kPng, 8) == 0) {
+    return DecodePng(bytes, channels, max_pixels);
+  }
+  if (bytes.size() >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF) {
+    return DecodeJpeg(bytes, channels, max_pixels);
+  }
+  return absl::InvalidArgumentError(
+      absl::StrCat("not a JPEG or PNG image (", bytes.size(), " bytes)"));
+}
+
+void PreprocessImage(const Image& image, const inference::ModelPreprocessing& pre, bool hwc,
+                     float* out) {
+  const int out_w = pre.width(), out_h = pre.height(), channels = image.channels;
+  const bool bgr = pre.color_format() == inference::ModelPreprocessing::BGR;
+  const bool nearest = pre.resize() == inference::ModelPreprocessing::NEAREST;
+  const float scale = pre.scale() == 0.0f ? 1.0f : pre.scale();
+  const float sx = static_cast<float>(image.width) / out_w;
+  const float sy = static_cast<float>(image.height) / out_h;
+  auto pixel = [&](int x, int y, int c) {
+    return static_cast<float>(
+        image.pixels[(static_cast<size_t>(y) * image.width + x) * channels + c]);
+  };
+  for (int y = 0; y < out_h; ++y) {
+    for (int x = 0; x < out_w; ++x) {
+      for (int c = 0; c < channels; ++c) {
+        const int src_c = bgr ? channels - 1 - c : c;
+        float value;
+        if (nearest) {
+          const int ix = std::min(static_cast<int>(x * sx), image.width - 1);
+          const int iy = std::min(static_cast<int>(y * sy), image.height - 1);
+          value = pixel(ix, iy, src_c);
+        } else {
+          const float fx = std::max(0.0f, (x + 0.5f) * sx - 0.5f);
+          const float fy = std::max(0.0f, (y + 0.5f) * sy - 0.5f);
+          const int x0 = std::min(static_cast<int>(fx), image.width - 1);
+          const int y0 = std::min(static_cast<int>(fy), image.height - 1);
+          const int x1 = std::min(x0 + 1, image.width - 1);
+          const int y1 = std::min(y0 + 1, image.height - 1);
+          const float ax = fx - x0, ay = fy - y0;
+          const float top = pixel(x0, y0, src_c) * (1 - ax) + pixel(x1, y0, src_c) * ax;
+          const float bottom = pixel(x0, y1, src_c) * (1 - ax) + pixel(x1, y1, src_c) * ax;
+          value = top * (1 - ay) + bottom * ay;
+        }
+        const float mean = c < pre.mean_size() ? pre.mean(c) : 0.0f;
+        const float std = c < pre.std_size() ? pre.std(c) : 1.0f;
+        const float normalized = (value * scale - mean) / std;
+        const size_t index = hwc ? (static_cast<size_t>(y) * out_w + x) * channels + c
+                                 : (static_cast<size_t>(c) * out_h + y) * out_w + x;
+        out[index] = normalized;
+      }
+    }
+  }
+}
+
+}  // namespace convserve::serving

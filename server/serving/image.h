@@ -1,0 +1,39 @@
+// Encoded images (JPEG, PNG) to model input tensors: decode with libjpeg / libpng, convert the
+// color format, resize and normalise as a model's `preprocessing` says.
+//
+// Pure functions; thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "proto/model_config.pb.h"
+
+namespace convserve::serving {
+
+// An 8-bit image, interleaved (HWC), 1 (gray) or 3 (RGB) channels.
+struct Image {
+  int width = 0;
+  int height = 0;
+  int channels = 0;
+  std::vector<uint8_t> pixels;
+};
+
+// Default limit on width * height of a decoded image: protects against decompression bombs.
+inline constexpr int64_t kDefaultMaxImagePixels = 16 * 1024 * 1024;
+
+// Decodes a JPEG or PNG file into `channels` (1 = gray, 3 = RGB) channels.
+// INVALID_ARGUMENT: not a JPEG/PNG, corrupt or truncated data, or more than `max_pixels` pixels
+// (checked from the header, before decompression).
+absl::StatusOr<Image> DecodeImage(std::string_view bytes, int channels, int64_t max_pixels);
+
+// Resizes (bilinear with half-pixel centres, or nearest) and normalises an image decoded with
+// ColorFormatChannels(pre.color_format()) channels: value = (pixel * scale - mean[c]) / std[c],
+// with BGR swapping the channels. Writes channels * pre.height() * pre.width() floats to `out`,
+// planar (CHW) or interleaved (HWC) when `hwc`. `pre` must have its defaults applied.
+void PreprocessImage(const Image& image, const inference::ModelPreprocessing& pre, bool hwc,
+                     float* out);
+
+}  // namespace convserve::serving

@@ -1,0 +1,103 @@
+// The serving core: the repository with a scheduler attached to every loaded model version,
+// model control (none / poll / explicit), shutdown, and everything the api's handlers delegate to.
+//
+// Thread safety: all methods may be called from any thread. Infer never blocks on computation;
+// LoadAsync/UnloadAsync run on a control thread and report through their callback.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "server/repository/repository.h"
+#include "server/serving/metrics_sink.h"
+#include "server/serving/scheduler.h"
+#include "server/serving/types.h"
+
+namespace convserve::serving {
+
+enum class ModelControlMode { kNone, kPoll, kExplicit };
+
+struct ServerCoreOptions {
+  std::filesystem::path model_repository;
+  int threads = 1;  // compute threads for all models together
+  ModelControlMode control_mode = ModelControlMode::kNone;
+  int repository_poll_secs = 15;
+  int64_t max_image_pixels = 16 << 20;
+  MetricsSink* metrics = nullptr;  // optional; must outlive the core
+};
+
+// A served model version with its scheduler.
+struct ServedModel {
+  std::shared_ptr<const repository::ModelVersion> model;
+  std::shared_ptr<Scheduler> scheduler;
+};
+
+class ServerCore {
+ public:
+  // Scans the repository and loads every model (failures are recorded and logged, not fatal).
+  static absl::StatusOr<std::unique_ptr<ServerCore>> Create(ServerCoreOptions options);
+  ~ServerCore();
+
+  const ServerCoreOptions& options() const { return options_; }
+
+  // Runs a request on model `name`, version `version` ("" = latest). The callback runs exactly
+  // once. UNAVAILABLE once shutdown began; NOT_FOUND for unknown models or versions.
+  void Infer(const std::string& name, const std::string& version,
+             std::unique_ptr<InferRequest> request, InferCallback callback);
+
+  // Fails a request that the api could not convert, counting it in the model's statistics
+  // when the model exists. The callback runs before this returns.
+  void Reject(const std::string& name, const std::string& version, const absl::Status& status,
+              const std::string& request_id, InferCallback callback);
+
+  absl::StatusOr<ServedModel> Get(const std::string& name, const std::string& version) const;
+  std::vector<ServedModel> Served() const;
+  std::vector<int64_t> ServedVersions(const std::string& name) const;
+  std::vector<repository::ModelIndexEntry> Index(bool ready_only) const;
+
+  // Explicit model control. FAILED_PRECONDITION unless the mode is explicit.
+  void LoadAsync(const std::string& name, std::function<void(absl::Status)> done);
+  void UnloadAsync(const std::string& name, std::function<void(absl::Status)> done);
+
+  // Rescans the repository now (what poll mode does every repository_poll_secs).
+  void PollNow();
+
+  // Shutdown: new requests fail with UNAVAILABLE; returns true when every in-flight request
+  // finished before `deadline`.
+  void BeginShutdown();
+  bool shutting_down() const { return shutting_down_.load(); }
+  bool WaitForInFlight(std::chrono::steady_clock::time_point deadline);
+  int64_t in_flight() const { return in_flight_.load(); }
+
+ private:
+  explicit ServerCore(ServerCoreOptions options);
+  void ControlLoop();
+  void PostControl(std::function<void()> job);
+
+  const ServerCoreOptions options_;
+  ThreadBudget budget_;
+  std::shared_ptr<class Reaper> reaper_;
+  std::unique_ptr<repository::Repository> repository_;
+
+  std::atomic<bool> shutting_down_{false};
+  std::atomic<int64_t> in_flight_{0};
+  std::mutex in_flight_mutex_;
+  std::condition_variable in_flight_cv_;
+
+  std::mutex control_mutex_;
+  std::condition_variable control_cv_;
+  std::vector<std::function<void()>> control_jobs_;
+  bool control_stop_ = false;
+  std::thread control_thread_;
+};
+
+}  // namespace convserve::serving

@@ -1,0 +1,190 @@
+#include "tests/server/test_models.h"
+
+#include <jpeglib.h>
+#include <png.h>
+#include <unistd.h>
+
+#include <cstring>
+#include <fstream>
+#include <random>
+#include <stdexcept>
+
+#include "onnx/onnx_pb.h"
+
+namespace convserve::testing {
+namespace {
+
+void WriteText(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+}  // namespace
+
+void WriteLinearOnnx(const std::filesystem::path& path, float bias_offset) {
+  onnx::ModelProto model;
+  model.set_ir_version(8);
+  model.add_opset_import()->set_version(13);
+  auto* graph = model.mutable_graph();
+  graph->set_name("linear");
+  auto add_value = [](onnx::ValueInfoProto* value, const char* name, std::vector<int64_t> dims) {
+    value->set_name(name);
+    auto* type = value->mutable_type()->mutable_tensor_type();
+    type->set_elem_type(onnx::TensorProto::FLOAT);
+    for (int64_t d : dims) {
+      auto* dim = type->mutable_shape()->add_dim();
+      if (d < 0) {
+        dim->set_dim_param("N");
+      } else {
+        dim->set_dim_value(d);
+      }
+    }
+  };
+  add_value(graph->add_input(), "input", {-1, 1, kImageSide, kImageSide});
+  add_value(graph->add_output(), "logits", {-1, kClasses});
+
+  auto* weights = graph->add_initializer();
+  weights->set_name("W");
+  weights->set_data_type(onnx::TensorProto::FLOAT);
+  weights->add_dims(kClasses);
+  weights->add_dims(kPixels);
+  for (int k = 0; k < kClasses; ++k) {
+    for (int p = 0; p < kPixels; ++p)
+      weights->add_float_data(p % kClasses == k ? 1.0f / kPixels : 0);
+  }
+  auto* bias = graph->add_initializer();
+  bias->set_name("B");
+  bias->set_data_type(onnx::TensorProto::FLOAT);
+  bias->add_dims(kClasses);
+  for (int k = 0; k < kClasses; ++k) bias->add_float_data(bias_offset + k / 1000.0f);
+
+  auto* flatten = graph->add_node();
+  flatten->set_op_type("Flatten");
+  flatten->set_name("flatten");
+  flatten->add_input("input");
+  flatten->add_output("flat");
+  auto* axis = flatten->add_attribute();
+  axis->set_name("axis");
+  axis->set_type(onnx::AttributeProto::INT);
+  axis->set_i(1);
+
+  auto* gemm = graph->add_node();
+  gemm->set_op_type("Gemm");
+  gemm->set_name("fc");
+  gemm->add_input("flat");
+  gemm->add_input("W");
+  gemm->add_input("B");
+  gemm->add_output("logits");
+  auto* trans_b = gemm->add_attribute();
+  trans_b->set_name("transB");
+  trans_b->set_type(onnx::AttributeProto::INT);
+  trans_b->set_i(1);
+
+  std::filesystem::create_directories(path.parent_path());
+  std::ofstream out(path, std::ios::binary);
+  model.SerializeToOstream(&out);
+}
+
+std::array<float, kClasses> LinearLogits(const float* pixels, float bias_offset) {
+  std::array<float, kClasses> logits{};
+  for (int k = 0; k < kClasses; ++k) {
+    double sum = 0;
+    for (int p = k; p < kPixels; p += kClasses) sum += pixels[p] / kPixels;
+    logits[k] = static_cast<float>(sum) + bias_offset + k / 1000.0f;
+  }
+  return logits;
+}
+
+std::vector<uint8_t> PatternImage(int label, int side) {
+  std::vector<uint8_t> pixels(static_cast<size_t>(side) * side);
+  for (int y = 0; y < side; ++y) {
+    for (int x = 0; x < side; ++x) {
+      // Sample the 28x28 pattern (for bigger sides, blocks of it).
+      const int py = y * kImageSide / side, px = x * kImageSide / side;
+      const int p = py * kImageSide + px;
+      pixels[static_cast<size_t>(y) * side + x] = p % kClasses == label ? 250 : 10;
+    }
+  }
+  return pixels;
+}
+
+std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height) {
+  png_image image;
+  std::memset(&image, 0, sizeof(image));
+  image.version = PNG_IMAGE_VERSION;
+  image.width = static_cast<png_uint_32>(width);
+  image.height = static_cast<png_uint_32>(height);
+  image.format = PNG_FORMAT_GRAY;
+  png_alloc_size_t size = 0;
+  if (!png_image_write_to_memory(&image, nullptr, &size, 0, gray.data(), 0, nullptr)) {
+    throw std::runtime_error(image.message);
+  }
+  std::string out(size, '\0');
+  if (!png_image_write_to_memory(&image, out.data(), &size, 0, gray.data(), 0, nullptr)) {
+    throw std::runtime_error(image.message);
+  }
+  out.resize(size);
+  return out;
+}
+
+std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height) {
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr error;
+  cinfo.err = jpeg_std_error(&error);
+  jpeg_create_compress(&cinfo);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(width);
+  cinfo.image_height = static_cast<JDIMENSION>(height);
+  cinfo.input_components = 1;
+  cinfo.in_color_space = JCS_GRAYSCALE;
+  jpeg_set_defaults(&cinfo);
+  jpeg_set_quality(&cinfo, 95, TRUE);
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(gray.data()) + cinfo.next_scanline * width;
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  jpeg_destroy_compress(&cinfo);
+  std::string out(reinterpret_cast<char*>(buffer), size);
+  free(buffer);
+  return out;
+}
+
+void BuildTestRepository(const std::filesystem::path& root) {
+  const std::string tiny_config = R"(
+name: "tiny"
+max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] label_filename: "labels.txt" } ]
+dynamic_batching { max_queue_delay_microseconds: 20000 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+preprocessing { color_format: GRAY width: 28 height: 28 scale: 0.003921569 }
+)";
+  std::string labels;
+  for (int k = 0; k < kClasses; ++k) labels += "class" + std::to_string(k) + "\n";
+  WriteText(root / "tiny" / "config.pbtxt", tiny_config);
+  WriteText(root / "tiny" / "labels.txt", labels);
+  WriteLinearOnnx(root / "tiny" / "1" / "model.onnx", 0.0f);
+
+  WriteLinearOnnx(root / "derived" / "1" / "model.onnx", 0.0f);
+
+  WriteText(root / "broken" / "config.pbtxt", "name: \"broken\"\nmax_batch_size: [oops\n");
+  WriteLinearOnnx(root / "broken" / "1" / "model.onnx", 0.0f);
+
+  std::string badfile_config = tiny_config;
+  badfile_config.replace(badfile_config.find("\"tiny\""), 6, "\"badfile\"");
+  WriteText(root / "badfile" / "config.pbtxt", badfile_config);
+  WriteText(root / "badfile" / "labels.txt", labels);
+  WriteText(root / "badfile" / "1" / "model.onnx", "this is not an ONNX file");
+}
+
+std::filesystem::path MakeTempDir(const std::string& prefix) {
+  std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
+  if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
+  return pattern;
+}
+
+}  // namespace convserve::testing

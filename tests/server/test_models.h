@@ -1,0 +1,41 @@
+// Small model repositories for the server tests, built from scratch: an ONNX model whose output
+// is easy to compute by hand (the oracle), config files, labels, and encoded test images.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+namespace convserve::testing {
+
+inline constexpr int kImageSide = 28;
+inline constexpr int kPixels = kImageSide * kImageSide;
+inline constexpr int kClasses = 10;
+
+// logits[k] = sum_p x[p] * (p % 10 == k ? 1/784 : 0) + bias_offset + k / 1000.
+// Input "input" FP32 [N,1,28,28] (N dynamic), output "logits" FP32 [N,10].
+void WriteLinearOnnx(const std::filesystem::path& path, float bias_offset);
+
+// The oracle for WriteLinearOnnx.
+std::array<float, kClasses> LinearLogits(const float* pixels, float bias_offset);
+
+// A 28x28 gray image that WriteLinearOnnx classifies as `label` (bright where p % 10 == label).
+std::vector<uint8_t> PatternImage(int label, int side = kImageSide);
+
+std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height);
+std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height);
+
+// The test repository:
+//   tiny/       config.pbtxt (max_batch_size 8, dynamic batching 20 ms, GRAY 28x28 preprocessing,
+//               scale 1/255), labels.txt ("class0".."class9"), 1/model.onnx (bias 0)
+//   derived/    1/model.onnx only (config derived)
+//   broken/     malformed config.pbtxt, 1/model.onnx
+//   badfile/    config.pbtxt like tiny, 1/model.onnx that is not ONNX
+void BuildTestRepository(const std::filesystem::path& root);
+
+// A fresh, empty temporary directory (removed by the caller).
+std::filesystem::path MakeTempDir(const std::string& prefix);
+
+}  // namespace convserve::testing
