@@ -486,15 +486,20 @@ absl::Status Evaluate(const Node& node, std::span<const TensorView> inputs,
   const std::vector<Arg> args = ArgsFromViews(node, inputs);
   RETURN_IF_ERROR(op->check(node, args));
   ASSIGN_OR_RETURN(std::vector<ValueInfo> expected, Infer(node, *op, args));
-  // Outputs the caller does not want (absent view or unnamed) reach the op with data == nullptr.
+  // Outputs the caller does not want (absent view or unnamed) reach the op with data == nullptr,
+  // except output 0, which every op writes: it gets a scratch buffer.
   std::vector<TensorView> views(expected.size());
+  std::vector<std::byte> scratch;
   for (size_t i = 0; i < expected.size(); ++i) {
     views[i].dtype = expected[i].dtype;
     views[i].dims = expected[i].dims;
     const bool wanted =
         i < outputs.size() && (i >= node.outputs.size() || !node.outputs[i].empty());
     if (!wanted || (outputs[i].data == nullptr && NumElements(expected[i].dims) != 0)) {
-      if (i == 0) return internal::InvalidArgument(node, "output 0 has no buffer");
+      if (i == 0) {
+        scratch.resize(views[0].byte_size());
+        views[0].data = scratch.data();
+      }
       continue;
     }
     if (outputs[i].dtype != expected[i].dtype || outputs[i].dims != expected[i].dims) {

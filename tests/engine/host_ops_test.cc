@@ -60,10 +60,10 @@ std::vector<T> Values(const Tensor& t) {
 
 Node MakeNode(const std::string& op, Attributes attributes = {}, size_t outputs = 1) {
   Node node;
-  node.name = "n";
+  node.name = std::string("n");  // not = "n": GCC 12 warns falsely (-Wrestrict) on that
   node.op_type = op;
   node.attributes = std::move(attributes);
-  for (size_t i = 0; i < outputs; ++i) node.outputs.push_back("y" + std::to_string(i));
+  for (size_t i = 0; i < outputs; ++i) node.outputs.push_back(absl::StrCat("y", i));
   return node;
 }
 
@@ -71,7 +71,7 @@ Node MakeNode(const std::string& op, Attributes attributes = {}, size_t outputs 
 absl::StatusOr<std::vector<Tensor>> RunAll(Node node, const std::vector<const Tensor*>& inputs) {
   node.inputs.clear();
   for (size_t i = 0; i < inputs.size(); ++i) {
-    node.inputs.push_back(inputs[i] != nullptr ? "x" + std::to_string(i) : "");
+    node.inputs.push_back(inputs[i] != nullptr ? absl::StrCat("x", i) : "");
   }
   return EvaluateConstant(node, inputs);
 }
@@ -923,6 +923,29 @@ TEST(HostOpsTest, MaxPoolIndicesRowAndColumnMajor) {
   absl::StatusOr<std::vector<Tensor>> column = RunAll(MakeNode("MaxPool", attributes, 2), {&x});
   ASSERT_TRUE(column.ok()) << column.status();
   EXPECT_THAT(Values<int64_t>((*column)[1]), ElementsAre(6, 16, 8, 18));
+}
+
+TEST(HostOpsTest, EvaluateSkipsUnwantedOutputs) {
+  // Only MaxPool's Indices wanted: Y is unnamed and has no buffer.
+  Node node = MakeNode("MaxPool", {{"kernel_shape", std::vector<int64_t>{2}}}, 2);
+  node.inputs = {"x"};
+  node.outputs[0] = "";
+  std::vector<float> x = {1, 3, 2};
+  std::vector<int64_t> indices(2, -7);
+  const TensorView in{DataType::kFloat32, {1, 1, 3}, x.data()};
+  const TensorView outs[] = {{DataType::kFloat32, {1, 1, 2}, nullptr},
+                             {DataType::kInt64, {1, 1, 2}, indices.data()}};
+  ASSERT_TRUE(Evaluate(node, {&in, 1}, outs).ok());
+  EXPECT_THAT(indices, ElementsAre(1, 1));
+  // Dropout without its mask.
+  Node dropout = MakeNode("Dropout", {}, 2);
+  dropout.inputs = {"x"};
+  dropout.outputs[1] = "";
+  std::vector<float> y(3);
+  const TensorView y_view{DataType::kFloat32, {3}, y.data()};
+  const TensorView x_view{DataType::kFloat32, {3}, x.data()};
+  ASSERT_TRUE(Evaluate(dropout, {&x_view, 1}, {&y_view, 1}).ok());
+  EXPECT_THAT(y, ElementsAre(1, 3, 2));
 }
 
 TEST(HostOpsTest, MaxPoolIndicesWithPadsAndChannelOffsets) {
