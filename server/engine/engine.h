@@ -42,7 +42,7 @@ struct StepInfo {
   std::string src_format, weights_format, dst_format;  // memory formats, e.g. "nChw16c"
   // Attributes that the cost model reads (kernel, strides, dilations, pads, group,...).
   std::map<std::string, std::vector<int64_t>> shape_attributes;
-  int64_t weight_elements = 0;  // weights + bias actually used by the step
+  int64_t weight_elements = 0;  // weights used by the step (the bias is bias_elements)
   int64_t bias_elements = 0;
 };
 
