@@ -154,8 +154,7 @@ std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height) 
 }
 
 void BuildTestRepository(const std::filesystem::path& root) {
-  const std::string tiny_config = R"(
-name: "tiny"
+  const std::string config_body = R"(
 max_batch_size: 8
 input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
 output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] label_filename: "labels.txt" } ]
@@ -163,6 +162,8 @@ dynamic_batching { max_queue_delay_microseconds: 20000 }
 instance_group [ { count: 1 kind: KIND_CPU } ]
 preprocessing { color_format: GRAY width: 28 height: 28 scale: 0.003921569 }
 )";
+  std::string tiny_config = "name: \"tiny\"";
+  tiny_config.append(config_body);
   std::string labels;
   for (int k = 0; k < kClasses; ++k) labels += "class" + std::to_string(k) + "\n";
   WriteText(root / "tiny" / "config.pbtxt", tiny_config);
@@ -174,8 +175,8 @@ preprocessing { color_format: GRAY width: 28 height: 28 scale: 0.003921569 }
   WriteText(root / "broken" / "config.pbtxt", "name: \"broken\"\nmax_batch_size: [oops\n");
   WriteLinearOnnx(root / "broken" / "1" / "model.onnx", 0.0f);
 
-  std::string badfile_config = tiny_config;
-  badfile_config.replace(badfile_config.find("\"tiny\""), 6, "\"badfile\"");
+  std::string badfile_config = "name: \"badfile\"";
+  badfile_config.append(config_body);
   WriteText(root / "badfile" / "config.pbtxt", badfile_config);
   WriteText(root / "badfile" / "labels.txt", labels);
   WriteText(root / "badfile" / "1" / "model.onnx", "this is not an ONNX file");
