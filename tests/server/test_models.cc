@@ -44,7 +44,7 @@ void WriteLinearOnnx(const std::filesystem::path& path, float bias_offset) {
   add_value(graph->add_output(), "logits", {-1, kClasses});
 
   auto* weights = graph->add_initializer();
-  weights->set_name("W");
+  weights->set_name("fc_weight");
   weights->set_data_type(onnx::TensorProto::FLOAT);
   weights->add_dims(kClasses);
   weights->add_dims(kPixels);
@@ -53,7 +53,7 @@ void WriteLinearOnnx(const std::filesystem::path& path, float bias_offset) {
       weights->add_float_data(p % kClasses == k ? 1.0f / kPixels : 0);
   }
   auto* bias = graph->add_initializer();
-  bias->set_name("B");
+  bias->set_name("fc_bias");
   bias->set_data_type(onnx::TensorProto::FLOAT);
   bias->add_dims(kClasses);
   for (int k = 0; k < kClasses; ++k) bias->add_float_data(bias_offset + k / 1000.0f);
@@ -72,8 +72,8 @@ void WriteLinearOnnx(const std::filesystem::path& path, float bias_offset) {
   gemm->set_op_type("Gemm");
   gemm->set_name("fc");
   gemm->add_input("flat");
-  gemm->add_input("W");
-  gemm->add_input("B");
+  gemm->add_input("fc_weight");
+  gemm->add_input("fc_bias");
   gemm->add_output("logits");
   auto* trans_b = gemm->add_attribute();
   trans_b->set_name("transB");
