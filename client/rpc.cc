@@ -1,0 +1,387 @@
+#include "client/rpc.h"
+
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+
+#include <atomic>
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <sstream>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "proto/convserve.grpc.pb.h"
+#include "proto/inference.grpc.pb.h"
+
+namespace convserve::client {
+namespace {
+
+bool StartsWith(const std::string& s, const char* prefix) { return s.rfind(prefix, 0) == 0; }
+
+std::string Trim(const std::string& s) {
+  const size_t begin = s.find_first_not_of(" \t");
+  if (begin == std::string::npos) return "";
+  const size_t end = s.find_last_not_of(" \t");
+  return s.substr(begin, end - begin + 1);
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    return absl::InvalidArgumentError(absl::StrCat("cannot read ", what, " file '", path, "'"));
+  std::ostringstream content;
+  content << in.rdbuf();
+  return content.str();
+}
+
+std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
+
+// A status that says no server answered at `where`.
+absl::Status Unreachable(const std::string& where, absl::StatusCode code) {
+  absl::Status status(code,
+                      absl::StrCat("cannot reach convserve at ", where, " (", CodeName(code), ")"));
+  status.SetPayload(kUnreachablePayload, absl::Cord(where));
+  return status;
+}
+
+// gRPC's transport errors, as opposed to an UNAVAILABLE sent by a server that is up (a model
+// loading, a server draining).
+bool LooksLikeTransportFailure(const std::string& message) {
+  for (const char* marker :
+       {"failed to connect", "Connection refused", "DNS resolution failed", "handshake",
+        "connections to all backends failing", "Socket closed", "Network is unreachable",
+        "No address", "Connection reset", "empty address list", "Broken pipe"}) {
+    if (message.find(marker) != std::string::npos) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+std::vector<std::string> SplitTargets(const std::string& url) {
+  std::vector<std::string> targets;
+  const std::string trimmed = Trim(url);
+  if (StartsWith(trimmed, "ipv4:") || StartsWith(trimmed, "ipv6:")) {
+    targets.push_back(trimmed);
+    return targets;
+  }
+  std::stringstream stream(trimmed);
+  std::string item;
+  while (std::getline(stream, item, ',')) {
+    item = Trim(item);
+    if (!item.empty()) targets.push_back(item);
+  }
+  return targets;
+}
+
+std::string FormatError(const absl::Status& status) {
+  if (status.GetPayload(kUnreachablePayload).has_value()) {
+    return absl::StrCat("error: ", status.message());
+  }
+  return absl::StrCat("error: ", CodeName(status.code()), ": ", status.message());
+}
+
+struct Target {
+  std::string name;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<inference::GRPCInferenceService::Stub> inference;
+  std::unique_ptr<convserve::v1::ConvServe::Stub> convserve;
+  std::unique_ptr<grpc::GenericStub> generic;
+};
+
+class Client::Impl {
+ public:
+  std::vector<std::string> names;
+  std::vector<std::unique_ptr<Target>> targets;
+  double timeout_s = 30;
+  std::atomic<size_t> next{0};
+
+  size_t Next() { return next.fetch_add(1, std::memory_order_relaxed) % targets.size(); }
+
+  void SetDeadline(grpc::ClientContext* context) const {
+    if (timeout_s > 0) {
+      context->set_deadline(std::chrono::system_clock::now() +
+                            std::chrono::microseconds(static_cast<int64_t>(timeout_s * 1e6)));
+    }
+  }
+
+  absl::Status Convert(const Target& target, const grpc::Status& status) const {
+    const auto code = static_cast<absl::StatusCode>(status.error_code());
+    if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
+      const bool connected = target.channel->GetState(false) == GRPC_CHANNEL_READY;
+      if (!connected || (code == absl::StatusCode::kUnavailable &&
+                         LooksLikeTransportFailure(status.error_message()))) {
+        return Unreachable(target.name, code);
+      }
+    }
+    return absl::Status(code, status.error_message());
+  }
+
+  // Calls `fn(target, context, response)` on the next target; on UNAVAILABLE and `retry`, on the
+  // following ones, each target once.
+  template <typename Response, typename Fn>
+  absl::StatusOr<Response> Call(Fn fn, bool retry) {
+    const size_t attempts = retry ? targets.size() : 1;
+    std::vector<std::string> unreachable;
+    absl::Status last;
+    for (size_t attempt = 0; attempt < attempts; ++attempt) {
+      Target& target = *targets[Next()];
+      grpc::ClientContext context;
+      SetDeadline(&context);
+      Response response;
+      const grpc::Status status = fn(target, &context, &response);
+      if (status.ok()) return response;
+      last = Convert(target, status);
+      if (last.code() != absl::StatusCode::kUnavailable) return last;
+      if (last.GetPayload(kUnreachablePayload).has_value()) unreachable.push_back(target.name);
+    }
+    if (unreachable.size() > 1 && unreachable.size() == attempts) {
+      return Unreachable(absl::StrJoin(unreachable, ","), last.code());
+    }
+    return last;
+  }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ConnectionOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->names = SplitTargets(options.url);
+  if (impl->names.empty()) return absl::InvalidArgumentError("--url names no server");
+  impl->timeout_s = options.timeout_s;
+
+  std::shared_ptr<grpc::ChannelCredentials> credentials;
+  const bool tls = options.tls || !options.ca_file.empty() || !options.cert_file.empty() ||
+                   !options.key_file.empty();
+  if (tls) {
+    grpc::SslCredentialsOptions ssl;
+    if (!options.ca_file.empty()) {
+      auto ca = ReadFile(options.ca_file, "--ca");
+      if (!ca.ok()) return ca.status();
+      ssl.pem_root_certs = *ca;
+    }
+    if (options.cert_file.empty() != options.key_file.empty()) {
+      return absl::InvalidArgumentError("--cert and --key go together");
+    }
+    if (!options.cert_file.empty()) {
+      auto cert = ReadFile(options.cert_file, "--cert");
+      if (!cert.ok()) return cert.status();
+      auto key = ReadFile(options.key_file, "--key");
+      if (!key.ok()) return key.status();
+      ssl.pem_cert_chain = *cert;
+      ssl.pem_private_key = *key;
+    }
+    credentials = grpc::SslCredentials(ssl);
+  } else {
+    credentials = grpc::InsecureChannelCredentials();
+  }
+
+  for (const std::string& name : impl->names) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(-1);
+    args.SetMaxSendMessageSize(-1);
+    // A URI target may resolve to several addresses: spread calls over all of them.
+    if (StartsWith(name, "dns:") || StartsWith(name, "ipv4:") || StartsWith(name, "ipv6:")) {
+      args.SetServiceConfigJSON(R"({"loadBalancingConfig":[{"round_robin":{}}]})");
+    }
+    auto target = std::make_unique<Target>();
+    target->name = name;
+    target->channel = grpc::CreateCustomChannel(name, credentials, args);
+    target->inference = inference::GRPCInferenceService::NewStub(target->channel);
+    target->convserve = convserve::v1::ConvServe::NewStub(target->channel);
+    target->generic = std::make_unique<grpc::GenericStub>(target->channel);
+    impl->targets.push_back(std::move(target));
+  }
+  std::random_device seed;
+  impl->next = seed() % impl->targets.size();
+  return std::unique_ptr<Client>(new Client(std::move(impl)));
+}
+
+const std::vector<std::string>& Client::targets() const { return impl_->names; }
+
+#define CONVSERVE_UNARY(Response, Method, request, retry)                                \
+  impl_->Call<Response>([&](Target& t, grpc::ClientContext* c,                           \
+                            Response* r) { return t.inference->Method(c, request, r); }, \
+                        retry)
+
+absl::StatusOr<inference::ServerLiveResponse> Client::ServerLive() {
+  inference::ServerLiveRequest request;
+  return CONVSERVE_UNARY(inference::ServerLiveResponse, ServerLive, request, true);
+}
+
+absl::StatusOr<inference::ServerReadyResponse> Client::ServerReady() {
+  inference::ServerReadyRequest request;
+  return CONVSERVE_UNARY(inference::ServerReadyResponse, ServerReady, request, true);
+}
+
+absl::StatusOr<inference::ServerMetadataResponse> Client::ServerMetadata() {
+  inference::ServerMetadataRequest request;
+  return CONVSERVE_UNARY(inference::ServerMetadataResponse, ServerMetadata, request, true);
+}
+
+absl::StatusOr<inference::ModelReadyResponse> Client::ModelReady(const std::string& name,
+                                                                 const std::string& version) {
+  inference::ModelReadyRequest request;
+  request.set_name(name);
+  request.set_version(version);
+  return CONVSERVE_UNARY(inference::ModelReadyResponse, ModelReady, request, true);
+}
+
+absl::StatusOr<inference::ModelMetadataResponse> Client::ModelMetadata(const std::string& name,
+                                                                       const std::string& version) {
+  inference::ModelMetadataRequest request;
+  request.set_name(name);
+  request.set_version(version);
+  return CONVSERVE_UNARY(inference::ModelMetadataResponse, ModelMetadata, request, true);
+}
+
+absl::StatusOr<inference::ModelConfigResponse> Client::ModelConfig(const std::string& name,
+                                                                   const std::string& version) {
+  inference::ModelConfigRequest request;
+  request.set_name(name);
+  request.set_version(version);
+  return CONVSERVE_UNARY(inference::ModelConfigResponse, ModelConfig, request, true);
+}
+
+absl::StatusOr<inference::ModelStatisticsResponse> Client::ModelStatistics(
+    const std::string& name, const std::string& version) {
+  inference::ModelStatisticsRequest request;
+  request.set_name(name);
+  request.set_version(version);
+  return CONVSERVE_UNARY(inference::ModelStatisticsResponse, ModelStatistics, request, true);
+}
+
+absl::StatusOr<inference::RepositoryIndexResponse> Client::RepositoryIndex(bool ready_only) {
+  inference::RepositoryIndexRequest request;
+  request.set_ready(ready_only);
+  return CONVSERVE_UNARY(inference::RepositoryIndexResponse, RepositoryIndex, request, true);
+}
+
+absl::Status Client::LoadModel(const std::string& name) {
+  inference::RepositoryModelLoadRequest request;
+  request.set_model_name(name);
+  return CONVSERVE_UNARY(inference::RepositoryModelLoadResponse, RepositoryModelLoad, request,
+                         false)
+      .status();
+}
+
+absl::Status Client::UnloadModel(const std::string& name) {
+  inference::RepositoryModelUnloadRequest request;
+  request.set_model_name(name);
+  return CONVSERVE_UNARY(inference::RepositoryModelUnloadResponse, RepositoryModelUnload, request,
+                         false)
+      .status();
+}
+
+absl::StatusOr<inference::ModelInferResponse> Client::Infer(
+    const inference::ModelInferRequest& request) {
+  return CONVSERVE_UNARY(inference::ModelInferResponse, ModelInfer, request, true);
+}
+
+#undef CONVSERVE_UNARY
+
+absl::Status Client::InferOnce(const inference::ModelInferRequest& request,
+                               inference::ModelInferResponse* response, size_t* target_index) {
+  const size_t index = impl_->Next();
+  if (target_index != nullptr) *target_index = index;
+  Target& target = *impl_->targets[index];
+  grpc::ClientContext context;
+  impl_->SetDeadline(&context);
+  const grpc::Status status = target.inference->ModelInfer(&context, request, response);
+  if (status.ok()) return absl::OkStatus();
+  return impl_->Convert(target, status);
+}
+
+absl::StatusOr<inference::ModelStatisticsResponse> Client::ModelStatisticsOf(
+    size_t index, const std::string& name) {
+  Target& target = *impl_->targets.at(index);
+  inference::ModelStatisticsRequest request;
+  request.set_name(name);
+  inference::ModelStatisticsResponse response;
+  grpc::ClientContext context;
+  impl_->SetDeadline(&context);
+  const grpc::Status status = target.inference->ModelStatistics(&context, request, &response);
+  if (!status.ok()) return impl_->Convert(target, status);
+  return response;
+}
+
+absl::StatusOr<convserve::v1::ModelStatisticsResponse> Client::GetModelStatistics(
+    const std::string& name, const std::string& version) {
+  convserve::v1::ModelStatisticsRequest request;
+  request.set_name(name);
+  request.set_version(version);
+  return impl_->Call<convserve::v1::ModelStatisticsResponse>(
+      [&](Target& t, grpc::ClientContext* c, convserve::v1::ModelStatisticsResponse* r) {
+        return t.convserve->GetModelStatistics(c, request, r);
+      },
+      true);
+}
+
+absl::StatusOr<convserve::v1::LayerReport> Client::GetLayerReport(
+    const convserve::v1::LayerReportRequest& request) {
+  return impl_->Call<convserve::v1::LayerReport>(
+      [&](Target& t, grpc::ClientContext* c, convserve::v1::LayerReport* r) {
+        return t.convserve->GetLayerReport(c, request, r);
+      },
+      true);
+}
+
+absl::StatusOr<convserve::v1::CompareKernelsResponse> Client::CompareKernels(
+    const convserve::v1::CompareKernelsRequest& request) {
+  return impl_->Call<convserve::v1::CompareKernelsResponse>(
+      [&](Target& t, grpc::ClientContext* c, convserve::v1::CompareKernelsResponse* r) {
+        return t.convserve->CompareKernels(c, request, r);
+      },
+      true);
+}
+
+absl::StatusOr<int> Client::HealthCheck(const std::string& service) {
+  // grpc.health.v1 has no generated stub here; its two messages are one field each, so the
+  // request is encoded and the response decoded by hand and sent through the generic stub.
+  if (service.size() > 127) return absl::InvalidArgumentError("health service name too long");
+  std::string request_bytes;
+  if (!service.empty()) {
+    request_bytes.push_back(0x0A);  // field 1, length-delimited
+    request_bytes.push_back(static_cast<char>(service.size()));
+    request_bytes += service;
+  }
+  struct Bytes {
+    std::string data;
+  };
+  auto response = impl_->Call<Bytes>(
+      [&](Target& t, grpc::ClientContext* c, Bytes* r) {
+        grpc::Slice slice(request_bytes);
+        grpc::ByteBuffer request(&slice, 1);
+        grpc::CompletionQueue queue;
+        auto call = t.generic->PrepareUnaryCall(c, "/grpc.health.v1.Health/Check", request, &queue);
+        call->StartCall();
+        grpc::ByteBuffer reply;
+        grpc::Status status;
+        call->Finish(&reply, &status, reinterpret_cast<void*>(1));
+        void* tag = nullptr;
+        bool ok = false;
+        queue.Next(&tag, &ok);
+        queue.Shutdown();
+        while (queue.Next(&tag, &ok)) {
+        }
+        if (status.ok()) {
+          std::vector<grpc::Slice> slices;
+          if (reply.Dump(&slices).ok()) {
+            for (const auto& s : slices) {
+              r->data.append(reinterpret_cast<const char*>(s.begin()), s.size());
+            }
+          }
+        }
+        return status;
+      },
+      true);
+  if (!response.ok()) return response.status();
+  // HealthCheckResponse { ServingStatus status = 1; } : tag 0x08 then a varint; absent = 0.
+  const std::string& data = response->data;
+  if (data.size() >= 2 && data[0] == 0x08) return static_cast<int>(data[1]);
+  return 0;
+}
+
+}  // namespace convserve::client
