@@ -74,6 +74,7 @@ int RunHealth(const ConnectionOptions& connection, const HealthOptions& options,
   Table models({"target", "model", "version", "state", "ready", "reason"});
   bool all_ready = true;
   absl::Status unreachable;
+  size_t unreachable_count = 0;
   for (const std::string& target : SplitTargets(connection.url)) {
     ConnectionOptions one = connection;
     one.url = target;
@@ -84,6 +85,7 @@ int RunHealth(const ConnectionOptions& connection, const HealthOptions& options,
       all_ready = false;
       servers.AddRow({Text(target), Text("no"), Text("no"), Text("-")});
       if (unreachable.ok()) unreachable = live.status();
+      ++unreachable_count;
       continue;
     }
     auto ready = (*client)->ServerReady();
@@ -117,6 +119,12 @@ int RunHealth(const ConnectionOptions& connection, const HealthOptions& options,
       }
     }
     if (!live->live() || !is_ready || !serving || !model_ready) all_ready = false;
+  }
+  const size_t targets = SplitTargets(connection.url).size();
+  if (unreachable_count == targets) {
+    // Nobody answered: the one clear line, not a table of "no".
+    std::cerr << FormatError(unreachable) << std::endl;
+    return kExitServerError;
   }
   if (options.format == "json") {
     out << "{\"ready\": " << (all_ready ? "true" : "false")

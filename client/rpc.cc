@@ -106,7 +106,8 @@ class Client::Impl {
     }
   }
 
-  absl::Status Convert(const Target& target, const grpc::Status& status) const {
+  absl::Status Convert(const Target& target, const grpc::Status& status,
+                       const char* method = "the call") const {
     const auto code = static_cast<absl::StatusCode>(status.error_code());
     if (code == absl::StatusCode::kUnavailable || code == absl::StatusCode::kDeadlineExceeded) {
       const bool connected = target.channel->GetState(false) == GRPC_CHANNEL_READY;
@@ -115,13 +116,19 @@ class Client::Impl {
         return Unreachable(target.name, code);
       }
     }
+    if (status.error_message().empty()) {
+      return absl::Status(
+          code, code == absl::StatusCode::kUnimplemented
+                    ? absl::StrCat(method, " is not implemented by the server at ", target.name)
+                    : absl::StrCat(method, " failed at ", target.name));
+    }
     return absl::Status(code, status.error_message());
   }
 
   // Calls `fn(target, context, response)` on the next target; on UNAVAILABLE and `retry`, on the
   // following ones, each target once.
   template <typename Response, typename Fn>
-  absl::StatusOr<Response> Call(Fn fn, bool retry) {
+  absl::StatusOr<Response> Call(const char* method, Fn fn, bool retry) {
     const size_t attempts = retry ? targets.size() : 1;
     std::vector<std::string> unreachable;
     absl::Status last;
@@ -132,7 +139,7 @@ class Client::Impl {
       Response response;
       const grpc::Status status = fn(target, &context, &response);
       if (status.ok()) return response;
-      last = Convert(target, status);
+      last = Convert(target, status, method);
       if (last.code() != absl::StatusCode::kUnavailable) return last;
       if (last.GetPayload(kUnreachablePayload).has_value()) unreachable.push_back(target.name);
     }
@@ -201,10 +208,13 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ConnectionOptions& 
 
 const std::vector<std::string>& Client::targets() const { return impl_->names; }
 
-#define CONVSERVE_UNARY(Response, Method, request, retry)                                \
-  impl_->Call<Response>([&](Target& t, grpc::ClientContext* c,                           \
-                            Response* r) { return t.inference->Method(c, request, r); }, \
-                        retry)
+#define CONVSERVE_UNARY(Response, Method, request, retry)   \
+  impl_->Call<Response>(                                    \
+      #Method,                                              \
+      [&](Target& t, grpc::ClientContext* c, Response* r) { \
+        return t.inference->Method(c, request, r);          \
+      },                                                    \
+      retry)
 
 absl::StatusOr<inference::ServerLiveResponse> Client::ServerLive() {
   inference::ServerLiveRequest request;
@@ -313,6 +323,7 @@ absl::StatusOr<convserve::v1::ModelStatisticsResponse> Client::GetModelStatistic
   request.set_name(name);
   request.set_version(version);
   return impl_->Call<convserve::v1::ModelStatisticsResponse>(
+      "GetModelStatistics",
       [&](Target& t, grpc::ClientContext* c, convserve::v1::ModelStatisticsResponse* r) {
         return t.convserve->GetModelStatistics(c, request, r);
       },
@@ -322,6 +333,7 @@ absl::StatusOr<convserve::v1::ModelStatisticsResponse> Client::GetModelStatistic
 absl::StatusOr<convserve::v1::LayerReport> Client::GetLayerReport(
     const convserve::v1::LayerReportRequest& request) {
   return impl_->Call<convserve::v1::LayerReport>(
+      "GetLayerReport",
       [&](Target& t, grpc::ClientContext* c, convserve::v1::LayerReport* r) {
         return t.convserve->GetLayerReport(c, request, r);
       },
@@ -331,6 +343,7 @@ absl::StatusOr<convserve::v1::LayerReport> Client::GetLayerReport(
 absl::StatusOr<convserve::v1::CompareKernelsResponse> Client::CompareKernels(
     const convserve::v1::CompareKernelsRequest& request) {
   return impl_->Call<convserve::v1::CompareKernelsResponse>(
+      "CompareKernels",
       [&](Target& t, grpc::ClientContext* c, convserve::v1::CompareKernelsResponse* r) {
         return t.convserve->CompareKernels(c, request, r);
       },
@@ -351,6 +364,7 @@ absl::StatusOr<int> Client::HealthCheck(const std::string& service) {
     std::string data;
   };
   auto response = impl_->Call<Bytes>(
+      "grpc.health.v1.Health/Check",
       [&](Target& t, grpc::ClientContext* c, Bytes* r) {
         grpc::Slice slice(request_bytes);
         grpc::ByteBuffer request(&slice, 1);
