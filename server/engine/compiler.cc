@@ -521,6 +521,16 @@ int Compiler::TryInPlaceOutput(size_t j, size_t i, const memory::desc& desc) {
   const int buffer = slots_[in.slot].buffer;
   const BufferDef& b = plan_->buffers_[buffer];
   if (b.external_input >= 0 || b.external_output >= 0) return -1;
+  // The op may still read another of its inputs from this buffer (e.g. a conv whose source is
+  // also the residual it sums into): writing in place would clobber what it reads.
+  for (size_t k = 0; k < node_->inputs.size(); ++k) {
+    if (k == i || IsAbsent(k) || IsConstant(k)) continue;
+    const ValueState& other = Input(k);
+    if (slots_[other.slot].buffer == buffer) return -1;
+    for (const auto& [key, slot] : conversions_) {
+      if (key.first == node_->inputs[k] && slots_[slot].buffer == buffer) return -1;
+    }
+  }
   // Every value living in this buffer must be dead after this node.
   for (const auto& [name, state] : values_) {
     if (state.constant != nullptr || state.slot < 0 || slots_[state.slot].buffer != buffer)
@@ -587,9 +597,10 @@ absl::Status Compiler::AddReorder(int from_slot, int to_slot, const std::string&
     dnnl::reorder::primitive_desc pd(CpuEngine(), slots_[from_slot].desc, CpuEngine(),
                                      slots_[to_slot].desc);
     StepInfo info;
-    info.name = absl::StrCat("reorder(", why, ")");
+    // Layout conversions cover no ONNX node; the name says which value and which consumer.
+    info.name = node_ ? absl::StrCat("reorder(", why, " for ", node_->name, ")")
+                      : absl::StrCat("reorder(", why, ")");
     info.kind = "Reorder";
-    info.source_nodes = node_ ? node_->source_nodes : std::vector<std::string>{};
     memory::dims d = slots_[from_slot].desc.dims();
     info.input_dims = {Dims(d.begin(), d.end())};
     memory::dims od = slots_[to_slot].desc.dims();
