@@ -1,10 +1,12 @@
 #include "client/rpc.h"
 
+#include <grpc/support/log.h>
 #include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
 #include <chrono>
+#include <cstdlib>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -37,10 +39,15 @@ absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) 
 
 std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
 
+// gRPC's own log lines (handshake failures, ...) are not for the CLI's user; GRPC_VERBOSITY
+// brings them back.
+void DropGrpcLog(gpr_log_func_args*) {}
+
 // A status that says no server answered at `where`.
-absl::Status Unreachable(const std::string& where, absl::StatusCode code) {
-  absl::Status status(code,
-                      absl::StrCat("cannot reach convserve at ", where, " (", CodeName(code), ")"));
+absl::Status Unreachable(const std::string& where, absl::StatusCode code,
+                         const std::string& detail = "") {
+  absl::Status status(
+      code, absl::StrCat("cannot reach convserve at ", where, " (", CodeName(code), ")", detail));
   status.SetPayload(kUnreachablePayload, absl::Cord(where));
   return status;
 }
@@ -113,7 +120,9 @@ class Client::Impl {
       const bool connected = target.channel->GetState(false) == GRPC_CHANNEL_READY;
       if (!connected || (code == absl::StatusCode::kUnavailable &&
                          LooksLikeTransportFailure(status.error_message()))) {
-        return Unreachable(target.name, code);
+        const bool tls = status.error_message().find("andshake") != std::string::npos ||
+                         status.error_message().find("SSL") != std::string::npos;
+        return Unreachable(target.name, code, tls ? ": TLS handshake failed" : "");
       }
     }
     if (status.error_message().empty()) {
@@ -154,6 +163,7 @@ Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
 absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ConnectionOptions& options) {
+  if (std::getenv("GRPC_VERBOSITY") == nullptr) gpr_set_log_function(DropGrpcLog);
   auto impl = std::make_unique<Impl>();
   impl->names = SplitTargets(options.url);
   if (impl->names.empty()) return absl::InvalidArgumentError("--url names no server");
