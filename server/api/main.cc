@@ -80,6 +80,12 @@ int main(int argc, char** argv) {
 
   ConfigureLogging(options);
 
+  // A shell's background job inherits SIGINT as ignored, and an ignored signal is discarded
+  // even while blocked: install a handler so that sigwait sees it.
+  struct sigaction action = {};
+  action.sa_handler = [](int) {};
+  sigaction(SIGTERM, &action, nullptr);
+  sigaction(SIGINT, &action, nullptr);
   // Block the signals in every thread; the main thread waits for them below.
   sigset_t signals;
   sigemptyset(&signals);
