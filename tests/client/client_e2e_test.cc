@@ -448,14 +448,18 @@ TEST_F(ClientE2eTest, UnknownModelIsNotFound) {
   }
 }
 
-TEST_F(ClientE2eTest, UsageErrorsExitTwo) {
-  EXPECT_EQ(Cli({"metadata"}).exit_code, 2);
-  EXPECT_EQ(Cli({"report", kModel, "--format", "pdf"}).exit_code, 2);
-  EXPECT_EQ(Cli({"bench", kModel, "--concurrency", "8:1"}).exit_code, 2);
-  EXPECT_EQ(Cli({"classify", kModel, "/no/such/file.png"}).exit_code, 2);
+// Usage errors are found before any call: no server needed.
+TEST(ClientE2eNoServer, UsageErrorsExitTwo) {
+  EXPECT_EQ(RunCli({"metadata"}).exit_code, 2);
+  EXPECT_EQ(RunCli({}).exit_code, 2);
+  EXPECT_EQ(RunCli({"report", kModel, "--format", "pdf"}).exit_code, 2);
+  EXPECT_EQ(RunCli({"bench", kModel, "--concurrency", "8:1"}).exit_code, 2);
+  const RunResult missing = RunCli({"classify", kModel, "/no/such/file.png"});
+  EXPECT_EQ(missing.exit_code, 2);
+  EXPECT_EQ(missing.err, "error: no such file or directory: '/no/such/file.png'\n");
 }
 
-TEST_F(ClientE2eTest, EveryCommandHasHelpWithAnExample) {
+TEST(ClientE2eNoServer, EveryCommandHasHelpWithAnExample) {
   for (const char* command : {"health", "models", "metadata", "config", "stats", "load", "unload",
                               "classify", "report", "compare", "bench"}) {
     const RunResult r = RunCli({command, "--help"});
