@@ -102,6 +102,7 @@ class Client::Impl {
   std::vector<std::string> names;
   std::vector<std::unique_ptr<Target>> targets;
   double timeout_s = 30;
+  bool balanced = false;  // a target with the round_robin policy
   std::atomic<size_t> next{0};
 
   size_t Next() { return next.fetch_add(1, std::memory_order_relaxed) % targets.size(); }
@@ -138,7 +139,8 @@ class Client::Impl {
   // following ones, each target once.
   template <typename Response, typename Fn>
   absl::StatusOr<Response> Call(const char* method, Fn fn, bool retry) {
-    const size_t attempts = retry ? targets.size() : 1;
+    // A URI target may stand for several servers (round_robin picks the next one): one retry.
+    const size_t attempts = !retry ? 1 : (targets.size() == 1 && balanced ? 2 : targets.size());
     std::vector<std::string> unreachable;
     absl::Status last;
     for (size_t attempt = 0; attempt < attempts; ++attempt) {
@@ -152,7 +154,7 @@ class Client::Impl {
       if (last.code() != absl::StatusCode::kUnavailable) return last;
       if (last.GetPayload(kUnreachablePayload).has_value()) unreachable.push_back(target.name);
     }
-    if (unreachable.size() > 1 && unreachable.size() == attempts) {
+    if (targets.size() > 1 && unreachable.size() == attempts) {
       return Unreachable(absl::StrJoin(unreachable, ","), last.code());
     }
     return last;
@@ -202,6 +204,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ConnectionOptions& 
     // A URI target may resolve to several addresses: spread calls over all of them.
     if (StartsWith(name, "dns:") || StartsWith(name, "ipv4:") || StartsWith(name, "ipv6:")) {
       args.SetServiceConfigJSON(R"({"loadBalancingConfig":[{"round_robin":{}}]})");
+      impl->balanced = true;
     }
     auto target = std::make_unique<Target>();
     target->name = name;
