@@ -92,7 +92,7 @@ EXPOSE 8001 8002
 
 # Ready = live, ready and SERVING over gRPC (grpc.health.v1 and the KServe ServerReady).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
-  CMD ["/bin/sh", "-c", "exec convserve health --url \"localhost:${CONVSERVE_GRPC_PORT:-8001}\" --timeout 4 > /dev/null"]
+  CMD ["/bin/sh", "-c", "exec convserve health --url \"127.0.0.1:${CONVSERVE_GRPC_PORT:-8001}\" --timeout 4 > /dev/null"]
 
 # tini is PID 1: it forwards SIGTERM to the server (which drains in-flight requests for up to
 # CONVSERVE_EXIT_TIMEOUT_SECS, then exits 0) and returns the server's exit status.

@@ -21,6 +21,7 @@
 #   CONVSERVE_CONTAINER_NETWORK       slirp4netns (default: published ports) or host
 #   CONVSERVE_KEEP_TEST_DIR=1         keep the private container storage and logs
 #   CONVSERVE_BUILD_ARGS              extra arguments for buildah bud (e.g. --build-arg ...)
+#   CONVSERVE_PREPARE_BASE_ONLY=1     only make (and cache) the base image, then stop
 set -euo pipefail
 
 if [ "${CONVSERVE_SKIP_CONTAINER_TEST:-0}" = 1 ]; then
@@ -53,12 +54,6 @@ fi
 umount /sys/fs/cgroup/unified 2> /dev/null || true
 
 t_start=$(now)
-repository=$source_dir/models/repository
-images=$source_dir/tests/data/images
-model=$(pick_model "$repository" || true)
-[ -n "$model" ] || fail "no model in $repository"
-[ -d "$images" ] || fail "no test images in $images"
-image_count=$(find "$images" -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.jpeg' \) | wc -l)
 
 # ---------------------------------------------------------------------------------------------
 # Private container state.
@@ -177,6 +172,18 @@ else
 fi
 podman image exists "$base" || fail "no base image $base"
 timing "base image" "$t"
+
+if [ "${CONVSERVE_PREPARE_BASE_ONLY:-0}" = 1 ]; then
+  log "base image cached in $cache; stopping (CONVSERVE_PREPARE_BASE_ONLY=1)"
+  exit 0
+fi
+
+repository=$source_dir/models/repository
+images=$source_dir/tests/data/images
+model=$(pick_model "$repository" || true)
+[ -n "$model" ] || fail "no model in $repository"
+[ -d "$images" ] || fail "no test images in $images"
+image_count=$(find "$images" -type f \( -name '*.png' -o -name '*.jpg' -o -name '*.jpeg' \) | wc -l)
 
 # ---------------------------------------------------------------------------------------------
 # 2. Build the real Dockerfile (compiles the project inside and runs its unit tests).
