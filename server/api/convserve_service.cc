@@ -3,6 +3,8 @@
 #include "proto/convserve.grpc.pb.h"
 #include "server/api/services.h"
 #include "server/api/status.h"
+#include "server/engine/cost_model.h"
+#include "server/serving/reports.h"
 #include "server/serving/server_core.h"
 
 namespace convserve::api {
@@ -23,9 +25,196 @@ void FillWindow(const serving::WindowSummary& w, convserve::v1::WindowStatistics
   FillPercentiles(w.total, out->mutable_total());
 }
 
+template <typename Dims, typename Field>
+void CopyDims(const Dims& dims, Field* field) {
+  for (int64_t d : dims) field->Add(d);
+}
+
+void FillLayerReport(const engine::PlanProfile& profile, convserve::v1::LayerReport* out) {
+  out->set_peak_gflops(profile.peak_gflops);
+  out->set_end_to_end_median_ms(profile.end_to_end_median_ms);
+  out->set_sum_of_step_medians_ms(profile.sum_of_step_medians_ms);
+  out->set_difference_percent(profile.difference_percent);
+  out->set_iterations(profile.iterations);
+  auto* totals = out->mutable_totals();
+  totals->set_params(profile.totals.params);
+  totals->set_dense_equivalent_params(profile.totals.dense_equivalent_params);
+  totals->set_macs(profile.totals.macs);
+  totals->set_flops(profile.totals.flops);
+  totals->set_weight_bytes(profile.totals.weight_bytes);
+  totals->set_activation_bytes(profile.totals.activation_bytes);
+  int index = 0;
+  for (const engine::StepProfile& step : profile.steps) {
+    const engine::LayerCost& c = step.cost;
+    auto* row = out->add_layers();
+    row->set_index(index++);
+    row->set_name(step.info.name);
+    row->set_kind(step.info.kind);
+    for (const auto& node : step.info.source_nodes) row->add_onnx_nodes(node);
+    row->set_kernel(step.info.kernel);
+    for (const auto& op : step.info.post_ops) row->add_post_ops(op);
+    CopyDims(c.input_dims, row->mutable_input_shape());
+    CopyDims(c.output_dims, row->mutable_output_shape());
+    row->set_kernel_h(static_cast<int32_t>(c.kernel_h));
+    row->set_kernel_w(static_cast<int32_t>(c.kernel_w));
+    row->set_stride_h(static_cast<int32_t>(c.stride_h));
+    row->set_stride_w(static_cast<int32_t>(c.stride_w));
+    row->set_dilation_h(static_cast<int32_t>(c.dilation_h));
+    row->set_dilation_w(static_cast<int32_t>(c.dilation_w));
+    row->set_groups(static_cast<int32_t>(c.groups));
+    row->set_conv_kind(engine::LayerKindName(c.kind));
+    row->set_params(c.params);
+    row->set_weight_params(c.weight_params);
+    row->set_bias_params(c.bias_params);
+    row->set_dense_equivalent_params(c.dense_equivalent_params);
+    row->set_macs(c.macs);
+    row->set_flops(c.flops);
+    row->set_weight_bytes(c.weight_bytes);
+    row->set_activation_bytes_read(c.activation_bytes_read);
+    row->set_activation_bytes_written(c.activation_bytes_written);
+    row->set_arithmetic_intensity(c.arithmetic_intensity);
+    row->set_median_ms(step.median_ms);
+    row->set_p90_ms(step.p90_ms);
+    row->set_min_ms(step.min_ms);
+    row->set_time_share(step.time_share);
+    row->set_flops_share(step.flops_share);
+    row->set_gflops(step.gflops);
+    row->set_peak_percent(step.peak_percent);
+    row->set_src_format(step.info.src_format);
+    row->set_weights_format(step.info.weights_format);
+    row->set_dst_format(step.info.dst_format);
+  }
+}
+
+void FillComparison(const serving::LayerComparison& layer, convserve::v1::KernelComparison* out) {
+  out->set_layer_name(layer.layer_name);
+  CopyDims(layer.input_dims, out->mutable_input_shape());
+  CopyDims(layer.output_dims, out->mutable_output_shape());
+  for (const engine::DesignResult& d : layer.designs) {
+    auto* row = out->add_designs();
+    row->set_design(d.design);
+    row->set_description(d.description);
+    row->set_params(d.params);
+    row->set_macs(d.macs);
+    row->set_median_ms(d.median_ms);
+    row->set_min_ms(d.min_ms);
+    row->set_params_ratio(d.params_ratio);
+    row->set_macs_ratio(d.macs_ratio);
+    row->set_latency_ratio(d.latency_ratio);
+    CopyDims(d.output_dims, row->mutable_output_shape());
+    row->set_kernel(d.kernels);
+  }
+}
+
+constexpr int kDefaultReportIterations = 50;
+
 class ConvServeService final : public convserve::v1::ConvServe::CallbackService {
  public:
-  explicit ConvServeService(serving::ServerCore* core) : core_(core) {}
+  explicit ConvServeService(serving::ServerCore* core)
+      : core_(core),
+        reports_(std::make_unique<serving::ReportRunner>(&core->thread_budget(),
+                                                         core->options().threads)) {}
+
+  grpc::ServerUnaryReactor* GetLayerReport(grpc::CallbackServerContext* context,
+                                           const convserve::v1::LayerReportRequest* request,
+                                           convserve::v1::LayerReport* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    auto served = core_->Get(request->model_name(), request->model_version());
+    if (!served.ok()) {
+      reactor->Finish(ToGrpcStatus(served.status()));
+      return reactor;
+    }
+    auto model = served->model;
+    const std::string served_precision =
+        model->config.precision().empty() ? "fp32" : model->config.precision();
+    if (!request->precision().empty() && request->precision() != served_precision) {
+      reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError("model '" + model->name +
+                                                              "' is served in " + served_precision +
+                                                              ", not " + request->precision())));
+      return reactor;
+    }
+    const int64_t batch = request->batch_size() > 0 ? request->batch_size() : 1;
+    const int iterations =
+        request->iterations() != 0 ? request->iterations() : kDefaultReportIterations;
+    absl::Status valid = serving::ValidateReportRequest(*model, batch, iterations);
+    if (!valid.ok()) {
+      reactor->Finish(ToGrpcStatus(valid));
+      return reactor;
+    }
+    response->set_model_name(model->name);
+    response->set_model_version(model->version_string());
+    response->set_batch_size(static_cast<int32_t>(batch));
+    response->set_precision(served_precision);
+    absl::Status posted = reports_->Post(
+        [model, batch, iterations, response, reactor](int threads) {
+          auto profile = serving::ProfileModel(*model, batch, iterations, threads);
+          if (profile.ok()) FillLayerReport(*profile, response);
+          reactor->Finish(ToGrpcStatus(profile.status()));
+        },
+        [reactor] {
+          reactor->Finish(ToGrpcStatus(absl::UnavailableError("server shutting down")));
+        });
+    if (!posted.ok()) reactor->Finish(ToGrpcStatus(posted));
+    return reactor;
+  }
+
+  grpc::ServerUnaryReactor* CompareKernels(
+      grpc::CallbackServerContext* context, const convserve::v1::CompareKernelsRequest* request,
+      convserve::v1::CompareKernelsResponse* response) override {
+    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+    const int iterations =
+        request->iterations() != 0 ? request->iterations() : kDefaultReportIterations;
+    const int64_t batch = request->batch_size() > 0 ? request->batch_size() : 1;
+    std::function<void(int)> job;
+    if (request->has_shape()) {
+      const auto& s = request->shape();
+      engine::ConvShape shape;
+      shape.batch = batch;
+      shape.height = s.height();
+      shape.width = s.width();
+      shape.in_channels = s.in_channels();
+      shape.out_channels = s.out_channels();
+      shape.kernel = s.kernel() > 0 ? s.kernel() : 3;
+      shape.stride = s.stride() > 0 ? s.stride() : 1;
+      job = [shape, iterations, response, reactor](int threads) {
+        auto layer = serving::CompareFreeShape(shape, iterations, threads);
+        if (layer.ok()) FillComparison(*layer, response->add_comparisons());
+        reactor->Finish(ToGrpcStatus(layer.status()));
+      };
+    } else {
+      auto served = core_->Get(request->model_name(), request->model_version());
+      if (!served.ok()) {
+        reactor->Finish(ToGrpcStatus(served.status()));
+        return reactor;
+      }
+      serving::LayerSelector selector;
+      if (request->has_layer_name()) {
+        selector.name = request->layer_name();
+      } else if (request->has_layer_index()) {
+        selector.index = request->layer_index();
+      } else {
+        selector.all = true;  // no selector: every convolution
+      }
+      absl::Status valid = serving::ValidateReportRequest(*served->model, batch, iterations);
+      if (!valid.ok()) {
+        reactor->Finish(ToGrpcStatus(valid));
+        return reactor;
+      }
+      auto model = served->model;
+      job = [model, selector, batch, iterations, response, reactor](int threads) {
+        auto layers = serving::CompareModelLayers(*model, selector, batch, iterations, threads);
+        if (layers.ok()) {
+          for (const auto& layer : *layers) FillComparison(layer, response->add_comparisons());
+        }
+        reactor->Finish(ToGrpcStatus(layers.status()));
+      };
+    }
+    absl::Status posted = reports_->Post(std::move(job), [reactor] {
+      reactor->Finish(ToGrpcStatus(absl::UnavailableError("server shutting down")));
+    });
+    if (!posted.ok()) reactor->Finish(ToGrpcStatus(posted));
+    return reactor;
+  }
 
   grpc::ServerUnaryReactor* GetModelStatistics(
       grpc::CallbackServerContext* context, const convserve::v1::ModelStatisticsRequest* request,
@@ -59,6 +248,7 @@ class ConvServeService final : public convserve::v1::ConvServe::CallbackService 
 
  private:
   serving::ServerCore* core_;
+  std::unique_ptr<serving::ReportRunner> reports_;
 };
 
 }  // namespace

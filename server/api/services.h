@@ -16,7 +16,8 @@ namespace convserve::api {
 // outlive the service.
 std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core);
 
-// convserve.v1.ConvServe (GetModelStatistics; the report RPCs answer UNIMPLEMENTED here).
+// convserve.v1.ConvServe: GetModelStatistics, GetLayerReport, CompareKernels (reports run one
+// at a time on their own thread, within the compute-thread budget).
 std::unique_ptr<grpc::Service> CreateConvServeService(serving::ServerCore* core);
 
 }  // namespace convserve::api

@@ -48,6 +48,8 @@ class ServerCore {
   ~ServerCore();
 
   const ServerCoreOptions& options() const { return options_; }
+  // The compute-thread budget shared by all model workers (and by reports).
+  ThreadBudget& thread_budget() { return budget_; }
 
   // Runs a request on model `name`, version `version` ("" = latest). The callback runs exactly
   // once. UNAVAILABLE once shutdown began; NOT_FOUND for unknown models or versions.

@@ -94,8 +94,12 @@ TEST(ProfilerTest, ReportRowsMatchTheModel) {
       EXPECT_EQ(s.cost.macs, 2 * 14 * 14 * 9 * 1 * 8);
       EXPECT_EQ(s.cost.flops, 2 * s.cost.macs + 2 * 14 * 14 * 8);  // + the fused ReLU
     }
-    if (s.info.name == "conv2") EXPECT_EQ(s.cost.macs, 2 * 7 * 7 * 9 * 8 * 16);
-    if (s.info.name == "fc") EXPECT_EQ(s.cost.macs, 2 * 784 * 10);
+    if (s.info.name == "conv2") {
+      EXPECT_EQ(s.cost.macs, 2 * 7 * 7 * 9 * 8 * 16);
+    }
+    if (s.info.name == "fc") {
+      EXPECT_EQ(s.cost.macs, 2 * 784 * 10);
+    }
   }
   EXPECT_TRUE(saw_fused_conv);
   EXPECT_GT(profile->peak_gflops, 0);
