@@ -11,6 +11,7 @@
 #include "client/image.h"
 #include "client/output.h"
 #include "server/common/status.h"
+#include "server/serving/image.h"
 
 namespace convserve::client {
 namespace {
@@ -115,40 +116,6 @@ absl::StatusOr<ModelIo> DescribeModel(Client& client, const std::string& model,
   return io;
 }
 
-absl::StatusOr<PreprocessParams> ClientPreprocessing(const ModelIo& io, int* channels) {
-  const inference::ModelInput* input = &io.config.input(0);
-  for (const auto& candidate : io.config.input()) {
-    if (candidate.name() == io.input) input = &candidate;
-  }
-  PreprocessParams params;
-  params.hwc = input->format() == inference::ModelInput::FORMAT_NHWC;
-  const std::vector<int64_t> dims(input->dims().begin(), input->dims().end());
-  if (dims.size() != 3) {
-    return absl::FailedPreconditionError(absl::StrCat("input '", input->name(), "' has dims ",
-                                                      FormatShape(dims), ", not an image (C,H,W)"));
-  }
-  *channels = static_cast<int>(params.hwc ? dims[2] : dims[0]);
-  params.height = static_cast<int>(params.hwc ? dims[0] : dims[1]);
-  params.width = static_cast<int>(params.hwc ? dims[1] : dims[2]);
-  params.scale = 1.0f / 255.0f;
-  if (io.config.has_preprocessing()) {
-    const auto& p = io.config.preprocessing();
-    if (p.width() > 0) params.width = p.width();
-    if (p.height() > 0) params.height = p.height();
-    params.scale = p.scale() == 0.0f ? 1.0f : p.scale();
-    params.mean.assign(p.mean().begin(), p.mean().end());
-    params.std.assign(p.std().begin(), p.std().end());
-    params.bgr = p.color_format() == inference::ModelPreprocessing::BGR;
-    params.nearest = p.resize() == inference::ModelPreprocessing::NEAREST;
-    if (p.color_format() == inference::ModelPreprocessing::GRAY) *channels = 1;
-  }
-  if (*channels != 1 && *channels != 3) {
-    return absl::FailedPreconditionError(
-        absl::StrCat("input '", input->name(), "' has ", *channels, " channels; need 1 or 3"));
-  }
-  return params;
-}
-
 // Sends one batch; fills results[first..first+n).
 absl::Status ClassifyBatch(Client& client, const ClassifyOptions& options, const ModelIo& io,
                            const std::vector<std::string>& labels,
@@ -174,27 +141,29 @@ absl::Status ClassifyBatch(Client& client, const ClassifyOptions& options, const
     request.add_raw_input_contents(EncodeBytesElements(contents));
     SetClassification(output, options.top_k);
   } else {
-    int channels = 1;
-    auto params = ClientPreprocessing(io, &channels);
-    if (!params.ok()) return params.status();
-    const size_t per_image = static_cast<size_t>(params->width) * params->height * channels;
+    auto spec = ImageInputSpecFromConfig(io.config, io.input);
+    if (!spec.ok()) return spec.status();
+    const inference::ModelPreprocessing& pre = spec->preprocessing;
+    const int channels = spec->channels;
+    const size_t per_image = static_cast<size_t>(pre.width()) * pre.height() * channels;
     std::vector<float> tensor(per_image * n);
     for (size_t i = 0; i < n; ++i) {
       auto bytes = ReadBinaryFile(files[first + i]);
       if (!bytes.ok()) return bytes.status();
-      auto image = DecodeImage(*bytes, channels);
+      auto image = serving::DecodeImage(*bytes, channels, serving::kDefaultMaxImagePixels);
       if (!image.ok()) {
         return absl::InvalidArgumentError(
             absl::StrCat(files[first + i], ": ", image.status().message()));
       }
-      PreprocessImage(*image, *params, tensor.data() + i * per_image);
+      serving::PreprocessImage(*image, pre, spec->hwc, tensor.data() + i * per_image);
     }
     input->set_datatype("FP32");
     if (io.max_batch_size > 0) input->add_shape(static_cast<int64_t>(n));
-    if (params->hwc) {
-      for (int64_t d : {params->height, params->width, channels}) input->add_shape(d);
+    const int64_t h = pre.height(), w = pre.width(), c = channels;
+    if (spec->hwc) {
+      for (int64_t d : {h, w, c}) input->add_shape(d);
     } else {
-      for (int64_t d : {channels, params->height, params->width}) input->add_shape(d);
+      for (int64_t d : {c, h, w}) input->add_shape(d);
     }
     request.add_raw_input_contents(reinterpret_cast<const char*>(tensor.data()),
                                    tensor.size() * sizeof(float));

@@ -119,27 +119,26 @@ TEST(CollectImageFiles, WalksDirectoriesSortedAndKeepsExplicitFiles) {
   fs::remove_all(dir);
 }
 
-TEST(Image, PreprocessResizesAndNormalizes) {
-  Image image;
-  image.width = 2;
-  image.height = 2;
-  image.channels = 1;
-  image.pixels = {0, 255, 255, 0};
-  PreprocessParams params;
-  params.width = 2;
-  params.height = 2;
-  params.scale = 1.0f / 255.0f;
-  params.mean = {0.5f};
-  params.std = {0.5f};
-  float out[4];
-  PreprocessImage(image, params, out);
-  EXPECT_FLOAT_EQ(out[0], -1.0f);
-  EXPECT_FLOAT_EQ(out[1], 1.0f);
-  params.width = 1;
-  params.height = 1;
-  PreprocessImage(image, params, out);  // bilinear centre of the 2x2: the mean
-  EXPECT_NEAR(out[0], 0.0f, 1e-6);
-  EXPECT_FALSE(DecodeImage("not an image", 1).ok());
+TEST(Image, SpecFromConfigAppliesDefaults) {
+  inference::ModelConfig config;
+  config.set_name("m");
+  auto* input = config.add_input();
+  input->set_name("input");
+  input->set_format(inference::ModelInput::FORMAT_NCHW);
+  for (int64_t d : {3, 32, 24}) input->add_dims(d);
+  auto spec = ImageInputSpecFromConfig(config, "input");
+  ASSERT_TRUE(spec.ok()) << spec.status();
+  EXPECT_EQ(spec->channels, 3);
+  EXPECT_FALSE(spec->hwc);
+  EXPECT_EQ(spec->preprocessing.height(), 32);
+  EXPECT_EQ(spec->preprocessing.width(), 24);
+  EXPECT_FLOAT_EQ(spec->preprocessing.scale(), 1.0f / 255.0f);
+  EXPECT_EQ(spec->preprocessing.mean_size(), 3);
+  EXPECT_FLOAT_EQ(spec->preprocessing.std(2), 1.0f);
+  EXPECT_EQ(spec->preprocessing.color_format(), inference::ModelPreprocessing::RGB);
+  input->clear_dims();
+  input->add_dims(10);
+  EXPECT_FALSE(ImageInputSpecFromConfig(config, "input").ok());
 }
 
 convserve::v1::LayerReport SampleReport() {
