@@ -80,7 +80,7 @@ int main() {
         std::cout << JsonError("unknown model " + name) << std::endl;
         continue;
       }
-      auto plan = it->second->GetPlan(batch);
+      auto plan = it->second->GetPlan(batch, threads);
       if (!plan.ok()) {
         std::cout << JsonError(plan.status().ToString()) << std::endl;
         continue;

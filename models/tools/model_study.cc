@@ -123,8 +123,8 @@ int main(int argc, char** argv) {
     auto reference = models::LoadPyTorchReference(dir / "pytorch_reference.json");
     auto eval =
         models::EvaluateOnTestSet(**model, *data, reference.ok() ? reference->predictions : "");
-    auto plan1 = (*model)->GetPlan(1);
-    auto plan64 = (*model)->GetPlan(64);
+    auto plan1 = (*model)->GetPlan(1, threads);
+    auto plan64 = (*model)->GetPlan(64, threads);
     if (!eval.ok() || !plan1.ok() || !plan64.ok()) {
       std::cerr << name << ": evaluation failed\n";
       return 1;

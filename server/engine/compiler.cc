@@ -221,6 +221,7 @@ class WorkspaceImpl final : public Workspace {
 class PlanImpl final : public Plan {
  public:
   int64_t batch_size() const override { return batch_size_; }
+  int num_threads() const override { return num_threads_; }
   std::unique_ptr<Workspace> CreateWorkspace() const override {
     return std::make_unique<WorkspaceImpl>(*this);
   }
@@ -244,6 +245,7 @@ class PlanImpl final : public Plan {
 
   std::string model_name_;
   int64_t batch_size_ = 1;
+  int num_threads_ = 1;
   std::vector<StepDef> steps_;
   std::vector<StepInfo> infos_;
   std::vector<SlotDef> slots_;
@@ -308,7 +310,8 @@ absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView>
   for (size_t k = 0; k < outputs.size(); ++k)
     RETURN_IF_ERROR(check(outputs[k], output_infos_[k], "output"));
 
-  if (options.num_threads > 0) omp_set_num_threads(options.num_threads);
+  const int threads = options.num_threads > 0 ? options.num_threads : num_threads_;
+  if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
   if (!ws.denormals_set) {
     // Denormals slow oneDNN kernels by 2-10x; flush them in this thread and its OpenMP team.
 #pragma omp parallel
@@ -369,10 +372,11 @@ absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView>
 
 class Compiler final : public CompileContext {
  public:
-  Compiler(const Graph& graph, const ModelOptions& options, int64_t batch_size)
+  Compiler(const Graph& graph, const ModelOptions& options, int64_t batch_size, int num_threads)
       : graph_(graph), options_(options), plan_(std::make_shared<PlanImpl>()) {
     plan_->model_name_ = options.model_name;
     plan_->batch_size_ = batch_size;
+    plan_->num_threads_ = num_threads;
   }
 
   absl::StatusOr<std::shared_ptr<const Plan>> Compile();
@@ -890,9 +894,9 @@ absl::StatusOr<std::shared_ptr<const Plan>> Compiler::Compile() {
 
 absl::StatusOr<std::shared_ptr<const Plan>> CompilePlan(std::shared_ptr<const Graph> graph,
                                                         const ModelOptions& options,
-                                                        int64_t batch_size) {
+                                                        int64_t batch_size, int num_threads) {
   try {
-    Compiler compiler(*graph, options, batch_size);
+    Compiler compiler(*graph, options, batch_size, num_threads);
     compiler.KeepAlive(graph);
     return compiler.Compile();
   } catch (const dnnl::error& e) {

@@ -118,6 +118,6 @@ OpCompileFn FindOpCompiler(const std::string& op_type);
 // The plan keeps `graph` alive (host steps and constants point into it).
 absl::StatusOr<std::shared_ptr<const Plan>> CompilePlan(std::shared_ptr<const Graph> graph,
                                                         const ModelOptions& options,
-                                                        int64_t batch_size);
+                                                        int64_t batch_size, int num_threads);
 
 }  // namespace convserve::engine

@@ -55,7 +55,7 @@ class Workspace {
 };
 
 struct RunOptions {
-  int num_threads = 0;  // OpenMP threads for this execution; 0 = leave the current setting
+  int num_threads = 0;  // OpenMP threads for this execution; 0 = the plan's num_threads()
 };
 
 // One compiled plan for a fixed batch size.
@@ -63,6 +63,7 @@ class Plan {
  public:
   virtual ~Plan() = default;
   virtual int64_t batch_size() const = 0;
+  virtual int num_threads() const = 0;  // the OpenMP threads its primitives were created for
   virtual std::unique_ptr<Workspace> CreateWorkspace() const = 0;
 
   // inputs: one view per model input, in Model::inputs() order, plain row-major with the
@@ -95,9 +96,13 @@ class Model {
   const Graph& graph() const { return *graph_; }  // after passes
   const ModelOptions& options() const { return options_; }
 
-  // The plan for `batch_size` (bound to every input whose first dimension is dynamic), compiled
-  // on first use and cached. A model without a dynamic first dimension has one plan.
-  absl::StatusOr<std::shared_ptr<const Plan>> GetPlan(int64_t batch_size) const;
+  // The plan for `batch_size` (bound to every input whose first dimension is dynamic) and
+  // `num_threads` OpenMP threads (0: the calling thread's current maximum), compiled on first use
+  // and cached. oneDNN partitions each primitive's work for the thread count it was created
+  // with, so a plan runs with its own thread count (RunOptions::num_threads 0 = the plan's).
+  // A model without a dynamic first dimension has one plan per thread count.
+  absl::StatusOr<std::shared_ptr<const Plan>> GetPlan(int64_t batch_size,
+                                                      int num_threads = 0) const;
 
  private:
   Model(std::shared_ptr<const Graph> graph, ModelOptions options)
@@ -105,7 +110,7 @@ class Model {
   std::shared_ptr<const Graph> graph_;  // shared with every plan compiled from it
   ModelOptions options_;
   mutable std::mutex mutex_;
-  mutable std::map<int64_t, std::shared_ptr<const Plan>> plans_;
+  mutable std::map<std::pair<int64_t, int>, std::shared_ptr<const Plan>> plans_;
 };
 
 }  // namespace convserve::engine

@@ -1,3 +1,5 @@
+#include <omp.h>
+
 #include "absl/strings/str_cat.h"
 #include "server/common/status.h"
 #include "server/engine/compiler.h"
@@ -37,7 +39,8 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(Graph graph, ModelOptions o
   return model;
 }
 
-absl::StatusOr<std::shared_ptr<const Plan>> Model::GetPlan(int64_t batch_size) const {
+absl::StatusOr<std::shared_ptr<const Plan>> Model::GetPlan(int64_t batch_size,
+                                                           int num_threads) const {
   if (batch_size < 1) {
     return absl::InvalidArgumentError(
         absl::StrCat("model '", name(), "': batch size must be >= 1, got ", batch_size));
@@ -47,12 +50,19 @@ absl::StatusOr<std::shared_ptr<const Plan>> Model::GetPlan(int64_t batch_size) c
   bool has_batch = false;
   for (const ValueInfo& in : inputs()) has_batch |= !in.dims.empty() && in.dims[0] < 0;
   if (!has_batch) batch_size = 1;
+  const int threads = num_threads > 0 ? num_threads : omp_get_max_threads();
+  const auto key = std::make_pair(batch_size, threads);
   std::lock_guard<std::mutex> lock(mutex_);
-  auto it = plans_.find(batch_size);
+  auto it = plans_.find(key);
   if (it != plans_.end()) return it->second;
-  ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan, CompilePlan(graph_, options_, batch_size));
-  plans_[batch_size] = plan;
-  return plan;
+  // Primitives are created under the thread count they will run with.
+  const int saved = omp_get_max_threads();
+  omp_set_num_threads(threads);
+  auto plan = CompilePlan(graph_, options_, batch_size, threads);
+  omp_set_num_threads(saved);
+  if (!plan.ok()) return plan.status();
+  plans_[key] = *plan;
+  return *plan;
 }
 
 }  // namespace convserve::engine

@@ -344,7 +344,8 @@ absl::StatusOr<std::vector<DesignResult>> CompareKernelDesigns(const ConvShape& 
   std::vector<DesignResult> results;
   for (const Design& d : designs) {
     ASSIGN_OR_RETURN(std::unique_ptr<Model> model, BuildChain(shape, d.convs, d.name));
-    ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan, model->GetPlan(shape.batch));
+    ASSIGN_OR_RETURN(std::shared_ptr<const Plan> plan,
+                     model->GetPlan(shape.batch, options.num_threads));
     ASSIGN_OR_RETURN(PlanProfile profile,
                      ProfilePlan(*plan, std::span<const TensorView>(&input_view, 1), options));
     DesignResult r;

@@ -88,7 +88,7 @@ absl::StatusOr<engine::PlanProfile> ProfileModel(const repository::ModelVersion&
                                                  int64_t batch_size, int iterations, int threads) {
   RETURN_IF_ERROR(ValidateReportRequest(model, batch_size, iterations));
   ASSIGN_OR_RETURN(std::shared_ptr<const engine::Plan> plan,
-                   model.engine_model->GetPlan(batch_size));
+                   model.engine_model->GetPlan(batch_size, threads));
   std::mt19937 rng(2024);
   std::uniform_real_distribution<float> dist(0.f, 1.f);
   std::vector<std::vector<std::byte>> storage;
@@ -110,7 +110,7 @@ absl::StatusOr<std::vector<LayerComparison>> CompareModelLayers(
     int iterations, int threads) {
   RETURN_IF_ERROR(ValidateReportRequest(model, batch_size, iterations));
   ASSIGN_OR_RETURN(std::shared_ptr<const engine::Plan> plan,
-                   model.engine_model->GetPlan(batch_size));
+                   model.engine_model->GetPlan(batch_size, threads));
   std::vector<const engine::StepInfo*> convs;
   for (const engine::StepInfo& step : plan->steps()) {
     if (step.kind == "Conv") convs.push_back(&step);

@@ -501,7 +501,8 @@ void Scheduler::Execute(Worker& worker, std::vector<Pending> batch) {
   const auto fail_all = [&](const absl::Status& status) {
     for (size_t r = 0; r < ready.size(); ++r) Fail(ready[r], status, ready_queue_ns[r]);
   };
-  absl::StatusOr<std::shared_ptr<const engine::Plan>> plan = engine_model.GetPlan(total);
+  absl::StatusOr<std::shared_ptr<const engine::Plan>> plan =
+      engine_model.GetPlan(total, threads_per_worker_);
   if (!plan.ok()) {
     fail_all(Annotate(plan.status(), absl::StrCat("model '", model_->name, "'")));
     return;
