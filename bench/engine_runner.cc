@@ -6,6 +6,9 @@
 //   run NAME BATCH THREADS ITERATIONS   -> {"ok":true,"ms":[...]}   (per-iteration wall time)
 //   profile NAME BATCH THREADS ITERS   -> {"ok":true,"steps":[{"name","kind","kernel","ms"}...]}
 //   check NAME BATCH INPUT.bin OUTPUT.bin -> {"ok":true,"max_abs_diff":x,"max_abs_ref":y}
+//   report NAME BATCH THREADS ITERS    ->
+//   {"ok":true,"peak_gflops":p,"steps":[{"name","kernel","kh","kw",
+//                                          "groups","flops","ms","gflops","peak_percent"}...]}
 //   quit
 // Inputs are filled with seeded uniform random data (never-written buffers distort timings).
 #include <algorithm>
@@ -20,6 +23,7 @@
 #include <vector>
 
 #include "server/engine/engine.h"
+#include "server/engine/profiler.h"
 #include "server/onnx/importer.h"
 
 using convserve::engine::DataType;
@@ -64,7 +68,8 @@ int main() {
       }
       models[name] = *std::move(model);
       std::cout << "{\"ok\":true}" << std::endl;
-    } else if (command == "run" || command == "profile" || command == "check") {
+    } else if (command == "run" || command == "profile" || command == "report" ||
+               command == "check") {
       std::string name;
       int64_t batch = 1;
       int threads = 1, iterations = 1;
@@ -119,6 +124,29 @@ int main() {
         }
         std::cout << "{\"ok\":true,\"max_abs_diff\":" << max_diff << ",\"max_abs_ref\":" << max_ref
                   << "}" << std::endl;
+        continue;
+      }
+      if (command == "report") {
+        convserve::engine::ProfileOptions profile_options;
+        profile_options.iterations = iterations;
+        profile_options.num_threads = threads;
+        auto profile = convserve::engine::ProfilePlan(**plan, inputs, profile_options);
+        if (!profile.ok()) {
+          std::cout << JsonError(profile.status().ToString()) << std::endl;
+          continue;
+        }
+        std::ostringstream out;
+        out << "{\"ok\":true,\"peak_gflops\":" << profile->peak_gflops << ",\"steps\":[";
+        for (size_t s = 0; s < profile->steps.size(); ++s) {
+          const auto& step = profile->steps[s];
+          out << (s ? "," : "") << "{\"name\":\"" << step.info.name << "\",\"kind\":\""
+              << step.info.kind << "\",\"kernel\":\"" << step.info.kernel
+              << "\",\"kh\":" << step.cost.kernel_h << ",\"kw\":" << step.cost.kernel_w
+              << ",\"groups\":" << step.cost.groups << ",\"flops\":" << step.cost.flops
+              << ",\"ms\":" << step.median_ms << ",\"gflops\":" << step.gflops
+              << ",\"peak_percent\":" << step.peak_percent << "}";
+        }
+        std::cout << out.str() << "]}" << std::endl;
         continue;
       }
       if (command == "profile") {

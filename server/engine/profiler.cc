@@ -86,15 +86,16 @@ double MeasurePeakGflops(int threads) {
   std::lock_guard<std::mutex> lock(mutex);
   auto it = cache.find(threads);
   if (it != cache.end()) return it->second;
-  // Best of a few short runs per thread (the first ~100 ms after idle run at a lower clock).
+  // Best of many short runs (about 5 ms each): on a shared machine some run unpreempted, and
+  // the first ~100 ms after idle run at a lower clock.
   double best = 0;
-  for (int attempt = 0; attempt < 5; ++attempt) {
+  for (int attempt = 0; attempt < 40; ++attempt) {
     std::vector<double> gflops(threads);
     std::vector<std::thread> workers;
     for (int t = 0; t < threads; ++t) {
       workers.emplace_back([&gflops, t] {
         double seconds = 0;
-        const double flops = CalibrateOnce(4'000'000, &seconds);
+        const double flops = CalibrateOnce(1'000'000, &seconds);
         gflops[t] = seconds > 0 ? flops / seconds / 1e9 : 0;
       });
     }
