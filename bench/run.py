@@ -128,6 +128,23 @@ def main():
                 samples.setdefault((model, batch, threads, r.name), []).extend(
                     v / batch for v in ms)
         print("round %d/%d done" % (rnd + 1, args.rounds), file=sys.stderr)
+
+    # Efficiency of resnet50's 3x3 convolutions against the measured fp32 FMA peak.
+    efficiency = []
+    if any(m == "resnet50" for m, _ in models):
+        for threads in (1, 2):
+            rep = runners[0].ask("report resnet50 1 %d 10" % threads)
+            convs = [st for st in rep["steps"] if st["kind"] == "Conv" and st["kh"] == 3
+                     and st["groups"] == 1]
+            total_ms = sum(st["ms"] for st in convs)
+            total_flops = sum(st["flops"] for st in convs)
+            gflops = total_flops / total_ms / 1e6 if total_ms else 0
+            efficiency.append({
+                "threads": threads, "peak_gflops": rep["peak_gflops"], "layers": len(convs),
+                "gflops": gflops, "peak_percent": 100 * gflops / rep["peak_gflops"],
+                "min_layer_percent": min(st["peak_percent"] for st in convs),
+                "max_layer_percent": max(st["peak_percent"] for st in convs),
+                "kernels": sorted(set(st["kernel"] for st in convs))})
     for r in runners:
         r.close()
 
@@ -149,6 +166,7 @@ def main():
     when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     with open(args.json, "w") as f:
         json.dump({"machine": machine, "date": when, "rounds": args.rounds, "results": results,
+                   "resnet50_3x3_efficiency": efficiency,
                    "geomean_speedup_vs_onnxruntime": geo}, f, indent=2)
     lines = [
         "# Engine benchmark: convserve vs ONNX Runtime vs PyTorch",
@@ -170,6 +188,17 @@ def main():
             e["model"], e["batch"], e["threads"], cell("convserve"), cell("onnxruntime"),
             cell("pytorch"), e["ratio_median"]))
     lines += ["", "Geometric mean of the ratios vs ONNX Runtime: **%.2fx**." % geo, ""]
+    if efficiency:
+        lines += ["## resnet50: 3x3 convolutions against the fp32 FMA peak", "",
+                  "Batch 1, per-layer medians from the engine's profiler; the peak is measured by "
+                  "the engine's calibration loop (FMA chains) in the same process.", "",
+                  "| threads | measured peak GFLOP/s | 3x3 layers | aggregate GFLOP/s | % of peak | "
+                  "layer range | kernels |", "|---:|---:|---:|---:|---:|---|---|"]
+        for e in efficiency:
+            lines.append("| %d | %.1f | %d | %.1f | %.0f%% | %.0f%%-%.0f%% | %s |" % (
+                e["threads"], e["peak_gflops"], e["layers"], e["gflops"], e["peak_percent"],
+                e["min_layer_percent"], e["max_layer_percent"], ", ".join(e["kernels"])))
+        lines.append("")
     notes = os.path.join(HERE, "NOTES.md")
     if os.path.exists(notes):
         with open(notes) as f:
