@@ -311,6 +311,7 @@ until [ "$(podman inspect --format '{{.State.Status}}' "$name")" = exited ]; do
   sleep 0.1
 done
 term_to_exit=$(elapsed "$t_term" "$(now)")
+timing "SIGTERM to exit" "$t_term"
 exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$name")
 wait "$bench_pid" || true
 podman logs -t "$name" > "$work/server.log" 2>&1
@@ -335,7 +336,6 @@ if other.get("CANCELLED"):
           "clients); see deploy/README.md, 'Known issues'")
 assert not other, f"errors other than UNAVAILABLE: {other}"
 PY
-timing "SIGTERM drain and exit" "$t_term"
 
 # A model repository mounted over the bundled one.
 t=$(now)
