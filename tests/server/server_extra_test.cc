@@ -1,0 +1,458 @@
+// More in-process server tests: gRPC health checking, the Prometheus endpoint, a full queue, a
+// deadline that passes while queued, and poll-mode model control. A real convserve server on
+// 127.0.0.1 (free ports), real gRPC stubs.
+//
+// Queue states are made deterministic by holding the server's whole compute-thread budget
+// (ServerCore::thread_budget()): a worker that took a batch then blocks before computing it, so
+// what is queued stays queued until the test releases the budget.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <grpcpp/generic/generic_stub.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <future>
+#include <optional>
+#include <sstream>
+#include <thread>
+
+#include "absl/strings/str_cat.h"
+#include "proto/inference.grpc.pb.h"
+#include "server/api/server.h"
+#include "server/serving/server_core.h"
+#include "tests/server/test_models.h"
+
+namespace convserve::testing {
+namespace {
+
+using inference::GRPCInferenceService;
+using ::testing::HasSubstr;
+using Steady = std::chrono::steady_clock;
+
+constexpr auto kWait = std::chrono::seconds(30);  // upper bound of every poll below
+
+void WriteText(const std::filesystem::path& path, const std::string& text) {
+  std::filesystem::create_directories(path.parent_path());
+  std::ofstream(path, std::ios::binary) << text;
+}
+
+std::string PatternBytes(int label) {
+  const std::vector<uint8_t> image = PatternImage(label);
+  std::vector<float> pixels(image.begin(), image.end());
+  for (float& v : pixels) v /= 255.0f;
+  return std::string(reinterpret_cast<const char*>(pixels.data()), pixels.size() * 4);
+}
+
+// Polls `done` until it holds or kWait passed; returns its last value.
+template <typename F>
+bool PollUntil(F done) {
+  const auto deadline = Steady::now() + kWait;
+  while (!done()) {
+    if (Steady::now() >= deadline) return false;
+    std::this_thread::yield();
+  }
+  return true;
+}
+
+// Holds all of the server's compute threads while alive (released at most once).
+class BudgetHold {
+ public:
+  explicit BudgetHold(serving::ThreadBudget& budget) : budget_(budget) {
+    budget_.Acquire(budget_.total());
+  }
+  ~BudgetHold() { Release(); }
+  void Release() {
+    if (held_) budget_.Release(budget_.total());
+    held_ = false;
+  }
+
+ private:
+  serving::ThreadBudget& budget_;
+  bool held_ = true;
+};
+
+// grpc.health.v1.Health/Check through a generic stub (the health proto headers are not
+// shipped): HealthCheckRequest{service=""} is empty; HealthCheckResponse{status=1} is the
+// varint field 1. Returns the status enum (1 SERVING, 2 NOT_SERVING) or -1 on RPC failure.
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
+  grpc::GenericStub stub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  grpc::Slice empty("");
+  grpc::ByteBuffer request(&empty, 1);
+  grpc::ByteBuffer response;
+  auto done = std::make_shared<std::promise<grpc::Status>>();
+  std::future<grpc::Status> status = done->get_future();
+  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
+                 [done](grpc::Status s) { done->set_value(std::move(s)); });
+  if (!status.get().ok()) return -1;
+  grpc::Slice slice;
+  if (!response.DumpToSingleSlice(&slice).ok()) return -1;
+  const std::string bytes(reinterpret_cast<const char*>(slice.begin()), slice.size());
+  if (bytes.empty()) return 0;  // proto3 default: UNKNOWN
+  if (bytes.size() != 2 || bytes[0] != 0x08) return -1;
+  return bytes[1];
+}
+
+// GET http://127.0.0.1:port/path with HTTP/1.0; returns the whole response (headers and body).
+std::string HttpGet(int port, const std::string& path) {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) return "";
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  std::string response;
+  if (connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+    const std::string request = "GET " + path + " HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n";
+    size_t sent = 0;
+    while (sent < request.size()) {
+      const ssize_t n = send(fd, request.data() + sent, request.size() - sent, 0);
+      if (n <= 0) break;
+      sent += static_cast<size_t>(n);
+    }
+    char buffer[4096];
+    while (true) {
+      const ssize_t n = recv(fd, buffer, sizeof(buffer), 0);
+      if (n <= 0) break;
+      response.append(buffer, static_cast<size_t>(n));
+    }
+  }
+  close(fd);
+  return response;
+}
+
+// The value of the sample `series` (name{labels}, exactly as exposed) in Prometheus text.
+std::optional<double> Sample(const std::string& text, const std::string& series) {
+  std::istringstream lines(text);
+  std::string line;
+  while (std::getline(lines, line)) {
+    if (line.size() > series.size() && line.compare(0, series.size(), series) == 0 &&
+        line[series.size()] == ' ') {
+      return std::stod(line.substr(series.size() + 1));
+    }
+  }
+  return std::nullopt;
+}
+
+class ServerExtraTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = MakeTempDir("convserve-server-extra-test");
+    BuildTestRepository(root_);
+    // "queued": like tiny, one request per batch, at most one request waiting.
+    WriteText(root_ / "queued" / "config.pbtxt", R"(name: "queued"
+max_batch_size: 1
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+dynamic_batching { default_queue_policy { max_queue_size: 1 } }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+)");
+    WriteLinearOnnx(root_ / "queued" / "1" / "model.onnx", 0.0f);
+  }
+  void TearDown() override {
+    server_.reset();
+    std::filesystem::remove_all(root_);
+  }
+
+  void StartServer(api::ServerOptions options) {
+    options.model_repository = root_.string();
+    options.grpc_address = "127.0.0.1";
+    options.grpc_port = 0;
+    options.threads = 2;
+    options.exit_timeout_secs = 20;
+    auto server = api::Server::Start(options);
+    ASSERT_TRUE(server.ok()) << server.status();
+    server_ = *std::move(server);
+    channel_ = grpc::CreateChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()),
+                                   grpc::InsecureChannelCredentials());
+    stub_ = GRPCInferenceService::NewStub(channel_);
+  }
+
+  static inference::ModelInferRequest Request(const std::string& model, int label) {
+    inference::ModelInferRequest request;
+    request.set_model_name(model);
+    request.set_id("req");
+    auto* input = request.add_inputs();
+    input->set_name("input");
+    input->set_datatype("FP32");
+    for (int64_t d : {1, 1, 28, 28}) input->add_shape(d);
+    request.add_raw_input_contents(PatternBytes(label));
+    return request;
+  }
+
+  grpc::Status Infer(const inference::ModelInferRequest& request,
+                     inference::ModelInferResponse* response,
+                     std::chrono::milliseconds timeout = std::chrono::seconds(30)) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + timeout);
+    return stub_->ModelInfer(&context, request, response);
+  }
+
+  // Submits a request straight to the core (Submit queues it before this returns); the result
+  // arrives through the future.
+  std::future<absl::StatusOr<serving::InferResponse>> CoreInfer(
+      const std::string& model, Steady::time_point deadline = Steady::time_point::max()) {
+    auto request = std::make_unique<serving::InferRequest>();
+    request->id = "core";
+    request->deadline = deadline;
+    request->owned_buffers.push_back(PatternBytes(2));
+    serving::InputTensor input;
+    input.name = "input";
+    input.datatype = "FP32";
+    input.shape = {1, 1, 28, 28};
+    input.data = request->owned_buffers.back();
+    request->inputs.push_back(std::move(input));
+    auto promise = std::make_shared<std::promise<absl::StatusOr<serving::InferResponse>>>();
+    auto future = promise->get_future();
+    server_->core().Infer(model, "", std::move(request),
+                          [promise](absl::StatusOr<serving::InferResponse> result) {
+                            promise->set_value(std::move(result));
+                          });
+    return future;
+  }
+
+  std::shared_ptr<serving::Scheduler> SchedulerOf(const std::string& model) {
+    auto served = server_->core().Get(model, "");
+    EXPECT_TRUE(served.ok()) << served.status();
+    return served.ok() ? served->scheduler : nullptr;
+  }
+
+  inference::ModelStatistics Stats(const std::string& model) {
+    grpc::ClientContext context;
+    inference::ModelStatisticsRequest request;
+    request.set_name(model);
+    inference::ModelStatisticsResponse response;
+    EXPECT_TRUE(stub_->ModelStatistics(&context, request, &response).ok());
+    return response.model_stats_size() ? response.model_stats(0) : inference::ModelStatistics{};
+  }
+
+  std::filesystem::path root_;
+  std::unique_ptr<api::Server> server_;
+  std::shared_ptr<grpc::Channel> channel_;
+  std::unique_ptr<GRPCInferenceService::Stub> stub_;
+};
+
+TEST_F(ServerExtraTest, HealthIsServingThenNotServingOnceShutdownBegins) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  EXPECT_EQ(HealthStatus(channel_), 1);
+
+  // An in-flight request (its worker waits for compute threads) keeps Shutdown draining.
+  std::future<bool> shutdown;
+  BudgetHold hold(server_->core().thread_budget());
+  auto in_flight = CoreInfer("tiny");
+  ASSERT_TRUE(PollUntil([&] { return SchedulerOf("tiny")->queue_depth() == 0; }));
+  shutdown = std::async(std::launch::async, [this] { return server_->Shutdown(); });
+  EXPECT_TRUE(PollUntil([&] { return HealthStatus(channel_) == 2; }));
+  EXPECT_EQ(shutdown.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  hold.Release();
+  EXPECT_TRUE(shutdown.get());
+  auto result = in_flight.get();
+  EXPECT_TRUE(result.ok()) << result.status();
+}
+
+TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
+  api::ServerOptions options;
+  options.metrics_port = -1;
+  StartServer(options);
+  const int port = server_->metrics_port();
+  ASSERT_GT(port, 0);
+
+  for (int i = 0; i < 3; ++i) {
+    inference::ModelInferResponse response;
+    grpc::Status status = Infer(Request("tiny", i), &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+  }
+  for (int i = 0; i < 2; ++i) {
+    inference::ModelInferRequest bad = Request("tiny", 1);
+    bad.mutable_inputs(0)->set_shape(3, 27);
+    inference::ModelInferResponse response;
+    EXPECT_EQ(Infer(bad, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  }
+
+  const std::string http = HttpGet(port, "/metrics");
+  ASSERT_THAT(http, HasSubstr(" 200 ")) << http;
+  const std::string text = http.substr(http.find("\r\n\r\n") + 4);
+  auto expect = [&](const std::string& series, double value) {
+    std::optional<double> got = Sample(text, series);
+    ASSERT_TRUE(got.has_value()) << series << " missing in\n" << text;
+    EXPECT_EQ(*got, value) << series;
+  };
+  expect(R"(convserve_requests_total{model="tiny",outcome="OK"})", 3);
+  expect(R"(convserve_requests_total{model="tiny",outcome="INVALID_ARGUMENT"})", 2);
+  EXPECT_FALSE(
+      Sample(text, R"(convserve_requests_total{model="derived",outcome="OK"})").has_value());
+  // Latency histograms: every request in queue and total, successes only in compute.
+  for (const char* name : {"convserve_request_seconds", "convserve_queue_seconds"}) {
+    expect(absl::StrCat(name, R"(_count{model="tiny"})"), 5);
+    expect(absl::StrCat(name, R"(_bucket{model="tiny",le="+Inf"})"), 5);
+  }
+  expect(R"(convserve_compute_seconds_count{model="tiny"})", 3);
+  expect(R"(convserve_compute_seconds_bucket{model="tiny",le="+Inf"})", 3);
+  EXPECT_THAT(text, HasSubstr(R"(convserve_request_seconds_bucket{model="tiny",le="0.001"})"));
+  // Sequential requests: three executions of batch size 1.
+  expect(R"(convserve_batch_size_count{model="tiny"})", 3);
+  expect(R"(convserve_batch_size_sum{model="tiny"})", 3);
+  expect(R"(convserve_batch_size_bucket{model="tiny",le="1"})", 3);
+  expect(R"(convserve_queue_depth{model="tiny",version="1"})", 0);
+  expect(R"(convserve_model_load_events_total{model="tiny",outcome="loaded"})", 1);
+  expect(R"(convserve_model_load_events_total{model="derived",outcome="loaded"})", 1);
+  expect(R"(convserve_model_load_events_total{model="badfile",outcome="failed"})", 1);
+  EXPECT_THAT(text, HasSubstr("# TYPE convserve_request_seconds histogram"));
+  EXPECT_THAT(text, HasSubstr("# TYPE convserve_requests_total counter"));
+}
+
+TEST_F(ServerExtraTest, FullQueueFailsWithResourceExhausted) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  auto scheduler = SchedulerOf("queued");
+  ASSERT_NE(scheduler, nullptr);
+  constexpr int kRejected = 32;
+
+  std::future<absl::StatusOr<serving::InferResponse>> running;
+  std::future<grpc::Status> queued;
+  std::vector<std::future<grpc::Status>> rejected;
+  BudgetHold hold(server_->core().thread_budget());
+  // One request taken by the (blocked) worker, one waiting in the queue of size 1 ...
+  running = CoreInfer("queued");
+  ASSERT_TRUE(PollUntil([&] { return scheduler->queue_depth() == 0; }));
+  queued = std::async(std::launch::async, [this] {
+    inference::ModelInferResponse response;
+    return Infer(Request("queued", 4), &response);
+  });
+  ASSERT_TRUE(PollUntil([&] { return scheduler->queue_depth() == 1; }));
+  // ... so that every further request finds the queue full.
+  for (int i = 0; i < kRejected; ++i) {
+    rejected.push_back(std::async(std::launch::async, [this, i] {
+      inference::ModelInferResponse response;
+      return Infer(Request("queued", i % 10), &response);
+    }));
+  }
+  for (auto& f : rejected) {
+    grpc::Status status = f.get();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("queue of model 'queued' is full"));
+  }
+  EXPECT_EQ(scheduler->queue_depth(), 1);
+  hold.Release();
+  auto first = running.get();
+  EXPECT_TRUE(first.ok()) << first.status();
+  grpc::Status second = queued.get();
+  EXPECT_TRUE(second.ok()) << second.error_message();
+
+  const inference::ModelStatistics stats = Stats("queued");
+  EXPECT_EQ(stats.inference_stats().fail().count(), static_cast<uint64_t>(kRejected));
+  EXPECT_EQ(stats.inference_stats().success().count(), 2u);
+  EXPECT_EQ(stats.inference_count(), 2u);
+  EXPECT_EQ(stats.execution_count(), 2u);
+}
+
+TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  auto scheduler = SchedulerOf("queued");
+  ASSERT_NE(scheduler, nullptr);
+
+  std::future<absl::StatusOr<serving::InferResponse>> running;
+  std::future<grpc::Status> late;
+  BudgetHold hold(server_->core().thread_budget());
+  running = CoreInfer("queued");
+  ASSERT_TRUE(PollUntil([&] { return scheduler->queue_depth() == 0; }));
+  // A gRPC request with a 1 s deadline waits behind the blocked worker: the client gives up.
+  late = std::async(std::launch::async, [this] {
+    inference::ModelInferResponse response;
+    return Infer(Request("queued", 5), &response, std::chrono::milliseconds(1000));
+  });
+  ASSERT_TRUE(PollUntil([&] { return scheduler->queue_depth() == 1; }));
+  EXPECT_EQ(late.get().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  hold.Release();
+  auto first = running.get();
+  EXPECT_TRUE(first.ok()) << first.status();
+  // The server drops the expired request without computing it.
+  EXPECT_TRUE(PollUntil([&] { return Stats("queued").inference_stats().fail().count() == 1; }));
+
+  // The server-side status and message, seen through the core: a deadline already passed.
+  auto expired = CoreInfer("queued", Steady::now() - std::chrono::milliseconds(1));
+  ASSERT_EQ(expired.wait_for(kWait), std::future_status::ready);
+  absl::StatusOr<serving::InferResponse> result = expired.get();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kDeadlineExceeded) << result.status();
+  EXPECT_THAT(std::string(result.status().message()),
+              HasSubstr("deadline of the request to model 'queued' passed while it was queued"));
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("it was not computed"));
+
+  const inference::ModelStatistics stats = Stats("queued");
+  EXPECT_EQ(stats.inference_stats().fail().count(), 2u);
+  EXPECT_EQ(stats.inference_stats().success().count(), 1u);
+  EXPECT_EQ(stats.inference_count(), 1u);
+  EXPECT_EQ(stats.execution_count(), 1u);
+  uint64_t executed = 0;
+  for (const auto& b : stats.batch_stats()) executed += b.compute_infer().count();
+  EXPECT_EQ(executed, 1u);
+}
+
+TEST_F(ServerExtraTest, PollModeServesANewVersionWithoutFailures) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  options.model_control_mode = "poll";
+  options.repository_poll_secs = 1;
+  StartServer(options);
+
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, v1{0}, v2{0};
+  std::string first_failure;
+  std::thread client([&] {
+    while (!stop.load()) {
+      inference::ModelInferResponse response;
+      grpc::Status status = Infer(Request("tiny", 1), &response);
+      if (!status.ok()) {
+        if (failures++ == 0) first_failure = status.error_message();
+        continue;
+      }
+      if (response.model_version() == "1") ++v1;
+      if (response.model_version() == "2") ++v2;
+    }
+  });
+  const bool saw_v1 = PollUntil([&] { return v1.load() > 0; });
+
+  // Version 2 appears atomically (written elsewhere on the same file system, then renamed).
+  const std::filesystem::path staging = MakeTempDir("convserve-server-extra-stage");
+  WriteLinearOnnx(staging / "2" / "model.onnx", 100.0f);
+  std::filesystem::rename(staging / "2", root_ / "tiny" / "2");
+  std::filesystem::remove_all(staging);
+
+  auto version2_ready = [&] {
+    grpc::ClientContext c;
+    inference::RepositoryIndexRequest q;
+    q.set_ready(true);
+    inference::RepositoryIndexResponse r;
+    if (!stub_->RepositoryIndex(&c, q, &r).ok()) return false;
+    for (const auto& m : r.models()) {
+      if (m.name() == "tiny" && m.version() == "2" && m.state() == "READY") return true;
+    }
+    return false;
+  };
+  const bool ready = PollUntil(version2_ready);
+  const bool served = PollUntil([&] { return v2.load() >= 5; });
+  stop = true;
+  client.join();
+  EXPECT_TRUE(saw_v1);
+  EXPECT_TRUE(ready);
+  EXPECT_TRUE(served);
+  EXPECT_EQ(failures.load(), 0) << first_failure;
+  EXPECT_GT(v1.load(), 0);
+  EXPECT_GE(v2.load(), 5);
+}
+
+}  // namespace
+}  // namespace convserve::testing
