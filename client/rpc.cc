@@ -135,8 +135,8 @@ class Client::Impl {
     return absl::Status(code, status.error_message());
   }
 
-  // Calls `fn(target, context, response)` on the next target; on UNAVAILABLE and `retry`, on the
-  // following ones, each target once.
+  // Calls `fn(target, context, response)` on the next target; on UNAVAILABLE or CANCELLED and
+  // `retry`, on the following ones, each target once.
   template <typename Response, typename Fn>
   absl::StatusOr<Response> Call(const char* method, Fn fn, bool retry) {
     // A URI target may stand for several servers (round_robin picks the next one): one retry.
@@ -151,7 +151,13 @@ class Client::Impl {
       const grpc::Status status = fn(target, &context, &response);
       if (status.ok()) return response;
       last = Convert(target, status, method);
-      if (last.code() != absl::StatusCode::kUnavailable) return last;
+      // The CLI never cancels its own calls: CANCELLED means a server going away cancelled the
+      // call (gRPC does so for calls racing its shutdown), so it is retried like UNAVAILABLE.
+      // Inference is a pure function of its inputs, so a repeat is safe.
+      if (last.code() != absl::StatusCode::kUnavailable &&
+          last.code() != absl::StatusCode::kCancelled) {
+        return last;
+      }
       if (last.GetPayload(kUnreachablePayload).has_value()) unreachable.push_back(target.name);
     }
     if (targets.size() > 1 && unreachable.size() == attempts) {
