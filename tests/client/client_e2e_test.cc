@@ -498,17 +498,12 @@ TEST_F(ClientE2eTest, BenchReportsThroughputWithoutErrors) {
   }
 }
 
-// GetLayerReport / CompareKernels: checked in full when the server implements them; otherwise
-// the test asserts the clean one-line UNIMPLEMENTED error and says so.
-TEST_F(ClientE2eTest, ReportAndCompareOrCleanUnimplemented) {
+// GetLayerReport / CompareKernels on the bundled model: table columns, JSON and Chrome trace that
+// parse, SVG that parses as XML, --sort time, and a free-standing comparison; plus the refusal of
+// too many iterations.
+TEST_F(ClientE2eTest, ReportAndCompare) {
   const RunResult report = Cli({"report", kModel, "--iterations", "5"}, 300);
-  if (report.exit_code != 0 && report.err.find("UNIMPLEMENTED") != std::string::npos) {
-    EXPECT_EQ(report.exit_code, 1);
-    EXPECT_EQ(report.err.rfind("error: UNIMPLEMENTED: ", 0), 0u) << report.err;
-    EXPECT_EQ(std::count(report.err.begin(), report.err.end(), '\n'), 1) << report.err;
-    std::cout << "[ NOTE     ] server does not implement GetLayerReport: checked the clean "
-                 "error line only\n";
-  } else {
+  {
     ASSERT_EQ(report.exit_code, 0) << Describe(report);
     EXPECT_TRUE(std::regex_search(report.out, std::regex(R"(NAME +KIND +KERNEL +PARAMS +MACS)")))
         << report.out;
@@ -538,18 +533,16 @@ TEST_F(ClientE2eTest, ReportAndCompareOrCleanUnimplemented) {
   const RunResult compare = Cli({"compare", "--shape", "28x28", "--in", "8", "--out", "8",
                                  "--kernel", "5", "--iterations", "5"},
                                 300);
-  if (compare.exit_code != 0 && compare.err.find("UNIMPLEMENTED") != std::string::npos) {
-    EXPECT_EQ(compare.exit_code, 1);
-    EXPECT_EQ(compare.err.rfind("error: UNIMPLEMENTED: ", 0), 0u) << compare.err;
-    EXPECT_EQ(std::count(compare.err.begin(), compare.err.end(), '\n'), 1) << compare.err;
-    std::cout << "[ NOTE     ] server does not implement CompareKernels: checked the clean "
-                 "error line only\n";
-  } else {
+  {
     ASSERT_EQ(compare.exit_code, 0) << Describe(compare);
     EXPECT_TRUE(std::regex_search(compare.out, std::regex(R"(DESIGN +DESCRIPTION +PARAMS +MACS)")))
         << compare.out;
     EXPECT_NE(compare.out.find("as_is"), std::string::npos) << compare.out;
   }
+  const RunResult too_many = Cli({"report", kModel, "--iterations", "100000"}, 60);
+  EXPECT_EQ(too_many.exit_code, 1) << Describe(too_many);
+  EXPECT_NE(too_many.err.find("INVALID_ARGUMENT"), std::string::npos) << too_many.err;
+  EXPECT_NE(too_many.err.find("iterations"), std::string::npos) << too_many.err;
 }
 
 TEST(ClientE2eNoServer, ServerDownGivesOneClearLine) {

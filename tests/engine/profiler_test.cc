@@ -5,7 +5,11 @@
 
 #include <gtest/gtest.h>
 
+#include <filesystem>
 #include <random>
+#include <set>
+
+#include "server/onnx/importer.h"
 
 namespace convserve::engine {
 namespace {
@@ -117,6 +121,60 @@ TEST(ProfilerTest, RejectsZeroIterations) {
   options.iterations = 0;
   EXPECT_EQ(ProfilePlan(**plan, std::span<const TensorView>(&view, 1), options).status().code(),
             absl::StatusCode::kInvalidArgument);
+}
+
+// The report of every bundled model: one row per executed step, every ONNX node covered by
+// exactly one step (Flatten, a free view, by none), parameters adding up to the initializers of
+// the ONNX file, conv MACs from the weight dims, positive latencies, kernel names.
+TEST(ProfilerTest, BundledModelsReport) {
+  namespace fs = std::filesystem;
+  const fs::path repository = fs::path(CONVSERVE_SOURCE_DIR) / "models" / "repository";
+  int models = 0;
+  for (const char* name :
+       {"fashion-k3", "fashion-k5", "fashion-sep", "fashion-bottleneck", "fashion-mlp"}) {
+    SCOPED_TRACE(name);
+    const fs::path file = repository / name / "1" / "model.onnx";
+    ASSERT_TRUE(fs::exists(file)) << file;
+    auto imported = onnx_import::ImportOnnxFile(file);
+    ASSERT_TRUE(imported.ok()) << imported.status();
+    int64_t initializer_params = 0;
+    std::map<std::string, Dims> conv_weights;  // node name -> weight dims
+    std::set<std::string> onnx_nodes;
+    for (const auto& [init, tensor] : imported->initializers)
+      initializer_params += tensor.num_elements();
+    for (const Node& node : imported->nodes) {
+      if (node.op_type != "Flatten") onnx_nodes.insert(node.name);
+      if (node.op_type == "Conv")
+        conv_weights[node.name] = imported->initializers.at(node.inputs[1]).dims;
+    }
+    auto model = Model::Create(*std::move(imported), {name, Precision::kFp32});
+    ASSERT_TRUE(model.ok()) << model.status();
+    auto plan = (*model)->GetPlan(1);
+    ASSERT_TRUE(plan.ok()) << plan.status();
+    std::vector<float> input(28 * 28, 0.25f);
+    TensorView view{DataType::kFloat32, {1, 1, 28, 28}, input.data()};
+    ProfileOptions options;
+    options.warmup_iterations = 1;
+    options.iterations = 3;
+    auto profile = ProfilePlan(**plan, std::span<const TensorView>(&view, 1), options);
+    ASSERT_TRUE(profile.ok()) << profile.status();
+    ASSERT_EQ(profile->steps.size(), (*plan)->steps().size());
+    EXPECT_EQ(profile->totals.params, initializer_params);
+    std::multiset<std::string> covered;
+    for (const StepProfile& s : profile->steps) {
+      EXPECT_GT(s.median_ms, 0) << s.info.name;
+      EXPECT_FALSE(s.info.kernel.empty()) << s.info.name;
+      for (const auto& node : s.info.source_nodes) covered.insert(node);
+      if (s.info.kind == "Conv") {
+        const Dims& w = conv_weights.at(s.info.source_nodes.at(0));
+        const Dims& y = s.info.output_dims;
+        EXPECT_EQ(s.cost.macs, y[0] * y[2] * y[3] * w[0] * w[1] * w[2] * w[3]) << s.info.name;
+      }
+    }
+    EXPECT_EQ(covered, std::multiset<std::string>(onnx_nodes.begin(), onnx_nodes.end()));
+    ++models;
+  }
+  EXPECT_EQ(models, 5);
 }
 
 TEST(KernelCompareTest, AlternativesKeepTheShapeAndMatchTheFormulas) {
