@@ -13,10 +13,10 @@
 #define CONVSERVE_CONCAT_(a, b) CONVSERVE_CONCAT_INNER_(a, b)
 
 // Returns from the enclosing function when `expr` (an absl::Status) is not OK.
-#define RETURN_IF_ERROR(expr)                               \
-  do {                                                      \
-    ::absl::Status convserve_status_ = (expr);              \
-    if (!convserve_status_.ok()) return convserve_status_;  \
+#define RETURN_IF_ERROR(expr)                              \
+  do {                                                     \
+    ::absl::Status convserve_status_ = (expr);             \
+    if (!convserve_status_.ok()) return convserve_status_; \
   } while (0)
 
 // `ASSIGN_OR_RETURN(auto x, MakeX());` declares/assigns x or returns the error.
