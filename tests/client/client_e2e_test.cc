@@ -283,7 +283,7 @@ class ClientE2eTest : public ::testing::Test {
     server_ = nullptr;
   }
   void SetUp() override {
-    if (!skip_reason_.empty()) GTEST_SKIP() << skip_reason_;
+    ASSERT_TRUE(skip_reason_.empty()) << skip_reason_;
     ASSERT_NE(server_, nullptr) << start_error_;
   }
 
@@ -360,7 +360,7 @@ TEST_F(ClientE2eTest, MetadataAndConfigShowTensorsBatchingAndLabels) {
 }
 
 TEST_F(ClientE2eTest, JsonFormatsParse) {
-  if (!HavePython()) GTEST_SKIP() << "python3 not available to parse JSON";
+  ASSERT_TRUE(HavePython()) << "python3 (installed by .ci/install-deps) is needed to parse JSON";
   const std::vector<std::vector<std::string>> commands = {
       {"health", "--format", "json"},
       {"models", "--format", "json"},
@@ -384,7 +384,7 @@ TEST_F(ClientE2eTest, JsonFormatsParse) {
 TEST_F(ClientE2eTest, ClassifyLabelsMatchFileNames) {
   const auto png = Images(".png");
   const auto jpg = Images(".jpg");
-  if (png.empty()) GTEST_SKIP() << "no test images in " << ImagesDir();
+  ASSERT_FALSE(png.empty()) << "no test images in " << ImagesDir();
   for (const std::string preprocess : {"server", "client"}) {
     const RunResult r = Cli({"classify", kModel, ImagesDir().string(), "--batch", "5", "--format",
                              "csv", "--preprocess", preprocess});
@@ -414,13 +414,13 @@ TEST_F(ClientE2eTest, ClassifyLabelsMatchFileNames) {
 
 TEST_F(ClientE2eTest, ClassifyTopKAndJson) {
   const auto png = Images(".png");
-  if (png.empty()) GTEST_SKIP() << "no test images in " << ImagesDir();
+  ASSERT_FALSE(png.empty()) << "no test images in " << ImagesDir();
   const RunResult table = Cli({"classify", kModel, png[0], "--top-k", "3"});
   ASSERT_EQ(table.exit_code, 0) << Describe(table);
   EXPECT_TRUE(std::regex_search(table.out, std::regex(R"(FILE +INDEX +LABEL +SCORE +TOP_K)")))
       << table.out;
   EXPECT_EQ(std::count(table.out.begin(), table.out.end(), ','), 2) << table.out;
-  if (!HavePython()) return;
+  ASSERT_TRUE(HavePython()) << "python3 (installed by .ci/install-deps) is needed";
   const RunResult json =
       Cli({"classify", kModel, png[0], png[1], "--top-k", "3", "--format", "json", "--batch", "1"});
   ASSERT_EQ(json.exit_code, 0) << Describe(json);
@@ -485,7 +485,9 @@ TEST_F(ClientE2eTest, BenchReportsThroughputWithoutErrors) {
   EXPECT_GT(std::stod(rows[1][columns["server_compute_ms"]]), 0.0) << r.out;
   EXPECT_LE(std::stod(rows[1][columns["p50_ms"]]), std::stod(rows[1][columns["p99_ms"]]));
 
-  if (fs::is_directory(ImagesDir()) && HavePython()) {
+  ASSERT_TRUE(fs::is_directory(ImagesDir())) << ImagesDir();
+  ASSERT_TRUE(HavePython()) << "python3 (installed by .ci/install-deps) is needed";
+  {
     const RunResult images =
         Cli({"bench", kModel, "--duration", "1", "--images", ImagesDir().string(), "--batch", "4",
              "--request-rate", "50", "--format", "json"});
@@ -510,15 +512,11 @@ TEST_F(ClientE2eTest, ReportAndCompare) {
     for (const char* format : {"chrome-trace", "json"}) {
       const RunResult r = Cli({"report", kModel, "--iterations", "5", "--format", format}, 300);
       ASSERT_EQ(r.exit_code, 0) << Describe(r);
-      if (HavePython()) {
-        EXPECT_EQ(PythonCheck(kJsonCheck, r.out), "") << format;
-      }
+      { EXPECT_EQ(PythonCheck(kJsonCheck, r.out), "") << format; }
     }
     const RunResult svg = Cli({"report", kModel, "--iterations", "5", "--format", "svg"}, 300);
     ASSERT_EQ(svg.exit_code, 0) << Describe(svg);
-    if (HavePython()) {
-      EXPECT_EQ(PythonCheck(kXmlCheck, svg.out), "");
-    }
+    { EXPECT_EQ(PythonCheck(kXmlCheck, svg.out), ""); }
     const RunResult sorted =
         Cli({"report", kModel, "--iterations", "5", "--sort", "time", "--format", "csv"}, 300);
     ASSERT_EQ(sorted.exit_code, 0) << Describe(sorted);
@@ -559,7 +557,7 @@ TEST(ClientE2eNoServer, ServerDownGivesOneClearLine) {
 
 TEST(ClientE2eRoundRobin, ClassifyCallsReachEveryServer) {
   if (!fs::exists(ModelRepository() / kModel / "config.pbtxt")) {
-    GTEST_SKIP() << "no bundled model at " << ModelRepository();
+    FAIL() << "no bundled model at " << ModelRepository();
   }
   std::vector<std::string> png;
   if (fs::is_directory(ImagesDir())) {
@@ -567,7 +565,7 @@ TEST(ClientE2eRoundRobin, ClassifyCallsReachEveryServer) {
       if (entry.path().extension() == ".png") png.push_back(entry.path().string());
     }
   }
-  if (png.size() < 3) GTEST_SKIP() << "need 3 PNG test images in " << ImagesDir();
+  ASSERT_GE(png.size(), 3u) << "need 3 PNG test images in " << ImagesDir();
   std::sort(png.begin(), png.end());
   std::vector<std::unique_ptr<ServerProcess>> servers;
   std::string urls;

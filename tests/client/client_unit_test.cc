@@ -216,7 +216,8 @@ TEST(ReportRender, ChromeTraceIsJsonWithOneCompleteEventPerLayerEndToEnd) {
                        "500.000, \"dur\": 100.000"),
             std::string::npos)
       << trace;
-  if (!HavePython()) GTEST_SKIP() << "python3 not available to parse the JSON";
+  ASSERT_TRUE(HavePython())
+      << "python3 (installed by .ci/install-deps) is needed to parse the JSON";
   EXPECT_TRUE(
       PythonAccepts("import json,sys; d=json.load(open(sys.argv[1])); "
                     "x=[e for e in d[\"traceEvents\"] if e[\"ph\"]==\"X\"]; "
@@ -228,7 +229,7 @@ TEST(ReportRender, SvgIsWellFormedXml) {
   const std::string svg = RenderReportSvg(SampleReport());
   EXPECT_EQ(svg.rfind("<?xml", 0), 0u);
   EXPECT_NE(svg.find("m&lt;&amp;&gt;"), std::string::npos);
-  if (!HavePython()) GTEST_SKIP() << "python3 not available to parse the XML";
+  ASSERT_TRUE(HavePython()) << "python3 (installed by .ci/install-deps) is needed to parse the XML";
   EXPECT_TRUE(PythonAccepts(kXmlCheck, svg));
 }
 
@@ -245,7 +246,8 @@ TEST(ReportRender, JsonAndComparisonFormats) {
   EXPECT_NE(table.find("layer conv1"), std::string::npos);
   EXPECT_NE(table.find("as_is"), std::string::npos);
   EXPECT_NE(RenderComparison(response, "csv").find("conv1,as_is,5x5 8->8,1608"), std::string::npos);
-  if (!HavePython()) GTEST_SKIP() << "python3 not available to parse the JSON";
+  ASSERT_TRUE(HavePython())
+      << "python3 (installed by .ci/install-deps) is needed to parse the JSON";
   EXPECT_TRUE(PythonAccepts(kJsonCheck, RenderComparison(response, "json")));
   EXPECT_TRUE(PythonAccepts(kJsonCheck, RenderReportJson(SampleReport())));
 }

@@ -226,12 +226,7 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
   }
 
   inference::ModelStatistics Stats(const std::string& model) {
-    grpc::ClientContext context;
-    inference::ModelStatisticsRequest request;
-    request.set_name(model);
-    inference::ModelStatisticsResponse response;
-    EXPECT_TRUE(stub_->ModelStatistics(&context, request, &response).ok());
-    return response.model_stats_size() ? response.model_stats(0) : inference::ModelStatistics{};
+    return FetchModelStatistics(*stub_, model);
   }
 
   std::filesystem::path root_;

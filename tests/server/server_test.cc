@@ -122,12 +122,7 @@ class ServerTest : public ::testing::Test {
   }
 
   inference::ModelStatistics Stats(const std::string& model) {
-    grpc::ClientContext context;
-    inference::ModelStatisticsRequest request;
-    request.set_name(model);
-    inference::ModelStatisticsResponse response;
-    EXPECT_TRUE(stub_->ModelStatistics(&context, request, &response).ok());
-    return response.model_stats_size() ? response.model_stats(0) : inference::ModelStatistics{};
+    return FetchModelStatistics(*stub_, model);
   }
 
   std::filesystem::path root_;
@@ -337,9 +332,8 @@ TEST_F(ServerTest, ClassifiesBundledImagesWithFashionK3) {
   const std::filesystem::path source = CONVSERVE_SOURCE_DIR;
   const std::filesystem::path model = source / "models" / "repository" / "fashion-k3";
   const std::filesystem::path images = source / "tests" / "data" / "images";
-  if (!std::filesystem::exists(model / "1" / "model.onnx") || !std::filesystem::exists(images)) {
-    GTEST_SKIP() << "bundled fashion-k3 or test images not present yet";
-  }
+  ASSERT_TRUE(std::filesystem::exists(model / "1" / "model.onnx")) << model;
+  ASSERT_TRUE(std::filesystem::exists(images)) << images;
   std::filesystem::copy(model, root_ / "fashion-k3", std::filesystem::copy_options::recursive);
   StartServer();
   int total = 0, correct = 0;

@@ -1,5 +1,8 @@
 #include "tests/server/test_models.h"
 
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
 #include <jpeglib.h>
 #include <png.h>
 #include <unistd.h>
@@ -186,6 +189,16 @@ std::filesystem::path MakeTempDir(const std::string& prefix) {
   std::string pattern = (std::filesystem::temp_directory_path() / (prefix + "-XXXXXX")).string();
   if (mkdtemp(pattern.data()) == nullptr) throw std::runtime_error("mkdtemp failed");
   return pattern;
+}
+
+inference::ModelStatistics FetchModelStatistics(inference::GRPCInferenceService::Stub& stub,
+                                                const std::string& model) {
+  grpc::ClientContext context;
+  inference::ModelStatisticsRequest request;
+  request.set_name(model);
+  inference::ModelStatisticsResponse response;
+  EXPECT_TRUE(stub.ModelStatistics(&context, request, &response).ok());
+  return response.model_stats_size() ? response.model_stats(0) : inference::ModelStatistics{};
 }
 
 }  // namespace convserve::testing

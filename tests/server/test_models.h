@@ -8,6 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "proto/inference.grpc.pb.h"
+
 namespace convserve::testing {
 
 inline constexpr int kImageSide = 28;
@@ -37,5 +39,9 @@ void BuildTestRepository(const std::filesystem::path& root);
 
 // A fresh, empty temporary directory (removed by the caller).
 std::filesystem::path MakeTempDir(const std::string& prefix);
+
+// The Triton statistics of `model` (empty message, and a test failure, if the RPC fails).
+inference::ModelStatistics FetchModelStatistics(inference::GRPCInferenceService::Stub& stub,
+                                                const std::string& model);
 
 }  // namespace convserve::testing
