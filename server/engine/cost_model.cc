@@ -4,6 +4,8 @@
 #include <map>
 #include <string>
 
+#include "server/engine/spatial_math.h"
+
 namespace convserve::engine {
 namespace {
 
@@ -50,12 +52,17 @@ void SetWindowFields(const Window& w, LayerCost& cost) {
   cost.dilation_w = at(w.dilations, 1);
 }
 
-// [N, C, spatial...] with each spatial extent from ConvOutputSize.
+// [N, C, spatial...] with each spatial extent from WindowOutputSize's floor form: the pads a
+// step records already include any ceil_mode or auto_pad adjustment. An extent that cannot be
+// derived (window wider than the padded input, stride < 1) is 0.
 Dims WindowOutputDims(const Dims& x, int64_t channels, const Window& w) {
   Dims y = {x[0], channels};
   for (size_t i = 0; i + 2 < x.size(); ++i) {
-    y.push_back(ConvOutputSize(x[2 + i], w.kernel[i], w.strides[i], w.dilations[i], w.pad_begin[i],
-                               w.pad_end[i]));
+    const int64_t stride = w.strides[i];
+    y.push_back(stride < 1 ? 0
+                           : WindowOutputSize(x[2 + i], WindowExtent(w.kernel[i], w.dilations[i]),
+                                              stride, w.pad_begin[i], w.pad_end[i])
+                                 .value_or(0));
   }
   return y;
 }
@@ -350,14 +357,6 @@ int64_t DenseEquivalentParams(int64_t h, int64_t w, int64_t c_in, int64_t h_out,
                               int64_t c_out, bool with_bias) {
   const int64_t inputs = h * w * c_in, outputs = h_out * w_out * c_out;
   return inputs * outputs + (with_bias ? outputs : 0);
-}
-
-int64_t ConvOutputSize(int64_t in, int64_t kernel, int64_t stride, int64_t dilation,
-                       int64_t pad_begin, int64_t pad_end) {
-  const int64_t extent = (kernel - 1) * dilation + 1;
-  const int64_t span = in + pad_begin + pad_end - extent;
-  if (span < 0 || stride <= 0) return 0;
-  return span / stride + 1;
 }
 
 }  // namespace convserve::engine

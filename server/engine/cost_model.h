@@ -36,8 +36,9 @@
 //  - Fields that do not apply to a kind (kernel, stride, dilation, groups of a Gemm) are 0.
 //    Convolutions and pools with a 1-D spatial input report kernel_w = stride_w = dilation_w = 1.
 //  - Output dims: StepInfo::output_dims when set; when empty, derived from the input and the
-//    attributes for Conv and pools (ConvOutputSize) and equal to the input for shape-preserving
-//    kinds (eltwise, normalization, softmax).
+//    attributes for Conv and pools (WindowOutputSize in spatial_math.h, floor form: the recorded
+//    pads include any ceil_mode or auto_pad adjustment) and equal to the input for
+//    shape-preserving kinds (eltwise, normalization, softmax).
 #pragma once
 
 #include <cstdint>
@@ -119,10 +120,5 @@ int64_t SeparableWeightCount(int64_t k, int64_t c_in, int64_t c_out);
 // (h·w·c_in)·(h_out·w_out·c_out), plus h_out·w_out·c_out if with_bias.
 int64_t DenseEquivalentParams(int64_t h, int64_t w, int64_t c_in, int64_t h_out, int64_t w_out,
                               int64_t c_out, bool with_bias);
-// One spatial output extent: floor((in + pad_begin + pad_end - ((kernel-1)·dilation + 1)) /
-// stride) + 1, with dilation 1 meaning none (ONNX's convention). The pads a step records already
-// include any ceil_mode or auto_pad adjustment, so the floor form reproduces the step's output.
-int64_t ConvOutputSize(int64_t in, int64_t kernel, int64_t stride, int64_t dilation,
-                       int64_t pad_begin, int64_t pad_end);
 
 }  // namespace convserve::engine

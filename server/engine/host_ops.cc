@@ -6,6 +6,7 @@
 
 #include "server/common/status.h"
 #include "server/engine/host_ops_internal.h"
+#include "server/engine/spatial_math.h"
 
 namespace convserve::engine::host {
 namespace internal {
@@ -263,47 +264,31 @@ absl::StatusOr<WindowGeometry> ComputeWindowGeometry(const Node& node, const Dim
                              " must be positive and pads ", DimsToString(pads), " non-negative");
     }
   }
-  const std::string auto_pad = node.GetString("auto_pad", "NOTSET");
+  const std::string auto_pad_name = node.GetString("auto_pad", "NOTSET");
   const bool ceil_mode = node.GetInt("ceil_mode", 0) != 0;
   if (ceil_mode && !allow_ceil_mode) return Unimplemented(node, "ceil_mode is not supported");
+  const std::optional<AutoPad> auto_pad = ParseAutoPad(auto_pad_name);
+  if (!auto_pad) return InvalidArgument(node, "unknown auto_pad '", auto_pad_name, "'");
   g.output.resize(n);
   g.pad_begin.assign(pads.begin(), pads.begin() + static_cast<int64_t>(n));
   g.pad_end.assign(pads.begin() + static_cast<int64_t>(n), pads.end());
   for (size_t i = 0; i < n; ++i) {
     const int64_t in = input_spatial[i];
-    const int64_t window = (kernel[i] - 1) * g.dilations[i] + 1;
-    const int64_t stride = g.strides[i];
-    if (auto_pad == "SAME_UPPER" || auto_pad == "SAME_LOWER") {
-      if (in < 0) {
-        g.output[i] = kUnknownDim;
-        continue;
-      }
-      const int64_t out = (in + stride - 1) / stride;
-      const int64_t total = std::max<int64_t>(0, (out - 1) * stride + window - in);
-      const int64_t small = total / 2;
-      g.pad_begin[i] = auto_pad == "SAME_UPPER" ? small : total - small;
-      g.pad_end[i] = total - g.pad_begin[i];
-      g.output[i] = out;
-      continue;
-    }
-    if (auto_pad == "VALID") {
-      g.pad_begin[i] = g.pad_end[i] = 0;
-    } else if (auto_pad != "NOTSET") {
-      return InvalidArgument(node, "unknown auto_pad '", auto_pad, "'");
-    }
+    const int64_t window = WindowExtent(kernel[i], g.dilations[i]);
+    if (*auto_pad == AutoPad::kValid) g.pad_begin[i] = g.pad_end[i] = 0;
     if (in < 0) {
       g.output[i] = kUnknownDim;
       continue;
     }
-    const int64_t span = in + g.pad_begin[i] + g.pad_end[i] - window;
-    if (span < 0) {
+    const std::optional<WindowAxis> axis = ResolveWindowAxis(
+        in, *auto_pad, window, g.strides[i], {g.pad_begin[i], g.pad_end[i]}, ceil_mode);
+    if (!axis) {
       return InvalidArgument(node, "window ", window, " is larger than the padded input ",
                              in + g.pad_begin[i] + g.pad_end[i], " in spatial dim ", i);
     }
-    int64_t out = (ceil_mode ? (span + stride - 1) / stride : span / stride) + 1;
-    // A window that would start in the end padding is dropped (ONNX, PyTorch).
-    if (ceil_mode && (out - 1) * stride >= in + g.pad_begin[i]) --out;
-    g.output[i] = out;
+    g.pad_begin[i] = axis->pads.begin;
+    g.pad_end[i] = axis->pads.end;
+    g.output[i] = axis->output;
   }
   return g;
 }

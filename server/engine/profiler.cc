@@ -12,6 +12,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "server/common/status.h"
+#include "server/engine/spatial_math.h"
 
 namespace convserve::engine {
 namespace {
@@ -187,14 +188,12 @@ struct ConvSpec {
   int64_t pad_t, pad_l, pad_b, pad_r;
 };
 
-int64_t OutSize(int64_t in, int64_t k, int64_t s, int64_t pad_total) {
-  return (in + pad_total - k) / s + 1;
-}
-
-// Padding (begin, end) so that a kernel k with stride s maps `in` to `out`.
+// Padding (begin, end) so that a kernel k with stride s maps `in` to `out` (odd extra at the end,
+// as SAME_UPPER).
 std::pair<int64_t, int64_t> PadFor(int64_t in, int64_t out, int64_t k, int64_t s) {
-  const int64_t total = std::max<int64_t>(0, (out - 1) * s + k - in);
-  return {total / 2, total - total / 2};
+  const WindowPads pads = SplitPadding(std::max<int64_t>(0, WindowPaddingForOutput(in, out, k, s)),
+                                       AutoPad::kSameUpper);
+  return {pads.begin, pads.end};
 }
 
 // A model of a chain of convolutions with seeded random weights (no activations: the
@@ -275,10 +274,12 @@ absl::StatusOr<std::vector<DesignResult>> CompareKernelDesigns(const ConvShape& 
                                                    ", stride ", s, ", groups ", shape.groups));
   }
   const int64_t pad = shape.pad < 0 ? k / 2 : shape.pad;
-  const int64_t h_out = OutSize(shape.height, k, s, 2 * pad),
-                w_out = OutSize(shape.width, k, s, 2 * pad);
-  if (h_out < 1 || w_out < 1)
+  const std::optional<int64_t> h_out_or = WindowOutputSize(shape.height, k, s, pad, pad),
+                               w_out_or = WindowOutputSize(shape.width, k, s, pad, pad);
+  if (!h_out_or || !w_out_or) {
     return absl::InvalidArgumentError("kernel larger than the padded input");
+  }
+  const int64_t h_out = *h_out_or, w_out = *w_out_or;
   const int64_t c_in = shape.in_channels, c_out = shape.out_channels;
   auto spec = [&](int64_t ci, int64_t co, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
                   int64_t groups, int64_t in_h, int64_t in_w, int64_t out_h, int64_t out_w) {

@@ -1,6 +1,7 @@
 #include <algorithm>
 
 #include "server/engine/ops/ops.h"
+#include "server/engine/spatial_math.h"
 
 namespace convserve::engine::ops {
 
@@ -9,28 +10,25 @@ Spatial SpatialParams(const Node& node, const Dims& input, const Dims& output, c
   const std::vector<int64_t> strides = node.GetInts("strides", std::vector<int64_t>(n, 1));
   const std::vector<int64_t> dilations = node.GetInts("dilations", std::vector<int64_t>(n, 1));
   const std::vector<int64_t> pads = node.GetInts("pads", std::vector<int64_t>(2 * n, 0));
-  const std::string auto_pad = node.GetString("auto_pad", "NOTSET");
+  const AutoPad auto_pad =
+      ParseAutoPad(node.GetString("auto_pad", "NOTSET")).value_or(AutoPad::kNotSet);
   Spatial s;
   for (size_t k = 0; k < n; ++k) {
     const int64_t in = input[2 + k], out = output[2 + k];
-    const int64_t extent = (kernel[k] - 1) * dilations[k] + 1;
-    const int64_t needed = std::max<int64_t>(0, (out - 1) * strides[k] + extent - in);
-    int64_t left = 0;
-    if (auto_pad == "SAME_UPPER") {
-      left = needed / 2;
-    } else if (auto_pad == "SAME_LOWER") {
-      left = needed - needed / 2;
-    } else if (auto_pad == "VALID") {
+    const int64_t window = WindowExtent(kernel[k], dilations[k]);
+    // The total padding oneDNN's floor formula needs to produce `out` (covers ceil_mode too).
+    const int64_t needed = WindowPaddingForOutput(in, out, window, strides[k]);
+    int64_t left = pads[k];
+    if (auto_pad == AutoPad::kSameUpper || auto_pad == AutoPad::kSameLower) {
+      left = SplitPadding(std::max<int64_t>(0, needed), auto_pad).begin;
+    } else if (auto_pad == AutoPad::kValid) {
       left = 0;
-    } else {
-      left = pads[k];
     }
     s.kernel.push_back(kernel[k]);
     s.strides.push_back(strides[k]);
     s.dilations.push_back(dilations[k] - 1);
     s.pad_l.push_back(left);
-    // Right padding that makes oneDNN's floor formula produce `out` (covers ceil_mode too).
-    s.pad_r.push_back((out - 1) * strides[k] + extent - in - left);
+    s.pad_r.push_back(needed - left);
   }
   return s;
 }
