@@ -129,8 +129,26 @@ bool Server::Shutdown() {
     spdlog::warn("{} requests still in flight after {} s; stopping anyway",
                  impl_->core->in_flight(), impl_->options.exit_timeout_secs);
   }
-  impl_->grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  // gRPC answers CANCELLED to calls that reach it after its shutdown began (grpc/grpc#41785).
+  // So the server holds its UNAVAILABLE answers until no new request arrived for kQuiet (at most
+  // kMaxHold): clients in a request loop are then waiting for an answer instead of sending.
+  // It starts gRPC's shutdown (its GOAWAY tells clients to stop using the connection) and only
+  // then sends the held answers, behind the GOAWAY on each connection.
+  constexpr auto kQuiet = std::chrono::milliseconds(100);
+  constexpr auto kMaxHold = std::chrono::seconds(2);
+  constexpr auto kGoaway = std::chrono::milliseconds(50);
+  impl_->core->HoldRefusals();
+  const size_t held =
+      impl_->core->WaitForQuietRefusals(kQuiet, std::chrono::steady_clock::now() + kMaxHold);
+  std::thread stopper([this] {
+    impl_->grpc_server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(2));
+  });
+  std::this_thread::sleep_for(kGoaway);
+  impl_->core->ReleaseRefusals();
+  stopper.join();
   impl_->grpc_server->Wait();
+  spdlog::info("refused {} new requests with UNAVAILABLE during shutdown ({} held until GOAWAY)",
+               impl_->core->refused(), held);
   impl_->core.reset();
   impl_->metrics.reset();
   spdlog::info("server stopped");

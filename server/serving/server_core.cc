@@ -6,6 +6,11 @@
 #include "spdlog/spdlog.h"
 
 namespace convserve::serving {
+namespace {
+
+absl::Status ShuttingDown() { return absl::UnavailableError("the server is shutting down"); }
+
+}  // namespace
 
 // Destroys schedulers on its own thread: a scheduler's destructor joins its workers, which must
 // never happen on one of those workers or on a gRPC callback thread.
@@ -106,6 +111,7 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(ServerCoreOptions
 }
 
 ServerCore::~ServerCore() {
+  ReleaseRefusals();  // every request gets an answer
   {
     std::lock_guard<std::mutex> lock(control_mutex_);
     control_stop_ = true;
@@ -154,7 +160,23 @@ void ServerCore::Infer(const std::string& name, const std::string& version,
                        std::unique_ptr<InferRequest> request, InferCallback callback) {
   const Clock::time_point arrival = Clock::now();
   if (shutting_down_.load()) {
-    callback(absl::UnavailableError("the server is shutting down"));
+    if (refused_.fetch_add(1) == 0) {
+      spdlog::info("refusing new requests with UNAVAILABLE (first: '{}' for model '{}')",
+                   request->id, name);
+    }
+    if (options_.metrics) {
+      options_.metrics->RequestDone(name, absl::StatusCode::kUnavailable, 0.0, 0.0,
+                                    std::chrono::duration<double>(Clock::now() - arrival).count());
+    }
+    {
+      std::lock_guard<std::mutex> lock(held_mutex_);
+      if (holding_) {
+        held_.push_back(std::move(callback));
+        held_cv_.notify_all();
+        return;
+      }
+    }
+    callback(ShuttingDown());
     return;
   }
   absl::StatusOr<ServedModel> served = Get(name, version);
@@ -234,6 +256,38 @@ void ServerCore::UnloadAsync(const std::string& name, std::function<void(absl::S
 void ServerCore::PollNow() { repository_->Poll(); }
 
 void ServerCore::BeginShutdown() { shutting_down_.store(true); }
+
+void ServerCore::HoldRefusals() {
+  std::lock_guard<std::mutex> lock(held_mutex_);
+  holding_ = true;
+}
+
+size_t ServerCore::WaitForQuietRefusals(std::chrono::milliseconds quiet,
+                                        std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(held_mutex_);
+  while (std::chrono::steady_clock::now() < deadline) {
+    const size_t before = held_.size();
+    const auto until = std::min(deadline, std::chrono::steady_clock::now() + quiet);
+    held_cv_.wait_until(lock, until, [&] { return held_.size() != before; });
+    if (held_.size() == before && until < deadline) break;  // quiet for `quiet`
+  }
+  return held_.size();
+}
+
+void ServerCore::ReleaseRefusals() {
+  std::vector<InferCallback> held;
+  {
+    std::lock_guard<std::mutex> lock(held_mutex_);
+    holding_ = false;
+    held.swap(held_);
+  }
+  for (auto& callback : held) callback(ShuttingDown());
+}
+
+size_t ServerCore::held_refusals() const {
+  std::lock_guard<std::mutex> lock(held_mutex_);
+  return held_.size();
+}
 
 bool ServerCore::WaitForInFlight(std::chrono::steady_clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(in_flight_mutex_);

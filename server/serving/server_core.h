@@ -79,6 +79,21 @@ class ServerCore {
   bool shutting_down() const { return shutting_down_.load(); }
   bool WaitForInFlight(std::chrono::steady_clock::time_point deadline);
   int64_t in_flight() const { return in_flight_.load(); }
+  // New requests refused with UNAVAILABLE since shutdown began (each counted in the metrics).
+  int64_t refused() const { return refused_.load(); }
+
+  // The last phase of a graceful stop. gRPC answers CANCELLED, not UNAVAILABLE, to calls that
+  // reach it after its own shutdown began (grpc/grpc#41785), and a client in a request loop
+  // always has one in the air. HoldRefusals() keeps the UNAVAILABLE answers of new requests
+  // instead of sending them, so that such clients are waiting for an answer when gRPC shuts
+  // down; ReleaseRefusals() sends them (after gRPC's GOAWAY) and answers later ones at once.
+  void HoldRefusals();
+  // Waits while held refusals keep arriving: returns once none arrived for `quiet`, or at
+  // `deadline`. Returns how many are held.
+  size_t WaitForQuietRefusals(std::chrono::milliseconds quiet,
+                              std::chrono::steady_clock::time_point deadline);
+  void ReleaseRefusals();
+  size_t held_refusals() const;
 
  private:
   explicit ServerCore(ServerCoreOptions options);
@@ -92,6 +107,11 @@ class ServerCore {
 
   std::atomic<bool> shutting_down_{false};
   std::atomic<int64_t> in_flight_{0};
+  std::atomic<int64_t> refused_{0};
+  mutable std::mutex held_mutex_;
+  bool holding_ = false;
+  std::vector<InferCallback> held_;
+  std::condition_variable held_cv_;
   std::mutex in_flight_mutex_;
   std::condition_variable in_flight_cv_;
 

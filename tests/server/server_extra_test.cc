@@ -19,6 +19,8 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <map>
+#include <mutex>
 #include <optional>
 #include <sstream>
 #include <thread>
@@ -255,6 +257,76 @@ TEST_F(ServerExtraTest, HealthIsServingThenNotServingOnceShutdownBegins) {
   EXPECT_TRUE(result.ok()) << result.status();
 }
 
+TEST_F(ServerExtraTest, RefusalsHeldAtShutdownAreAnsweredUnavailableWhenReleased) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  serving::ServerCore& core = server_->core();
+  core.BeginShutdown();
+  auto refused_at_once = CoreInfer("tiny");
+  ASSERT_EQ(refused_at_once.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_EQ(refused_at_once.get().status().code(), absl::StatusCode::kUnavailable);
+
+  core.HoldRefusals();
+  auto held = CoreInfer("tiny");
+  EXPECT_EQ(held.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  EXPECT_EQ(core.held_refusals(), 1u);
+  core.ReleaseRefusals();
+  ASSERT_EQ(held.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  auto result = held.get();
+  EXPECT_EQ(result.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(std::string(result.status().message()), HasSubstr("shutting down"));
+  EXPECT_EQ(core.held_refusals(), 0u);
+  EXPECT_EQ(core.refused(), 2);
+}
+
+// Clients in a closed request loop (each on its own connection) while the server stops: every
+// call is answered OK or UNAVAILABLE. gRPC itself would answer CANCELLED to a call racing its
+// shutdown (grpc/grpc#41785); the server holds its refusals across that moment.
+TEST_F(ServerExtraTest, ShutdownUnderClosedLoopLoadAnswersOnlyOkOrUnavailable) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  constexpr int kClients = 4;
+  std::atomic<bool> server_gone{false};
+  std::atomic<int> ok{0};
+  std::mutex codes_mutex;
+  std::map<grpc::StatusCode, int> codes;
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&, c] {
+      grpc::ChannelArguments args;
+      args.SetInt("convserve.test.client", c);  // a connection of its own
+      auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", server_->grpc_port()),
+                                               grpc::InsecureChannelCredentials(), args);
+      auto stub = GRPCInferenceService::NewStub(channel);
+      const inference::ModelInferRequest request = Request("tiny", c);
+      int after_stop = 0;
+      while (after_stop < 3) {
+        if (server_gone.load()) ++after_stop;
+        grpc::ClientContext context;
+        context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+        inference::ModelInferResponse response;
+        const grpc::Status status = stub->ModelInfer(&context, request, &response);
+        if (status.ok()) {
+          ok.fetch_add(1);
+        } else {
+          std::lock_guard<std::mutex> lock(codes_mutex);
+          ++codes[status.error_code()];
+        }
+      }
+    });
+  }
+  ASSERT_TRUE(PollUntil([&] { return ok.load() >= 20; }));
+  EXPECT_TRUE(server_->Shutdown());
+  server_gone = true;
+  for (auto& client : clients) client.join();
+  for (const auto& [code, count] : codes) {
+    EXPECT_EQ(code, grpc::StatusCode::UNAVAILABLE) << count << " calls answered with code " << code;
+  }
+  EXPECT_GE(codes[grpc::StatusCode::UNAVAILABLE], kClients * 3);
+}
+
 TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
   api::ServerOptions options;
   options.metrics_port = -1;
@@ -370,7 +442,12 @@ TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
     return Infer(Request("queued", 5), &response, std::chrono::milliseconds(1000));
   });
   ASSERT_TRUE(PollUntil([&] { return scheduler->queue_depth() == 1; }));
+  // The server's deadline is its receipt time + 1 s, and it received the request by now.
+  const Steady::time_point server_deadline_bound = Steady::now() + std::chrono::seconds(1);
   EXPECT_EQ(late.get().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  // A loaded machine may deliver the request late, so the client's deadline can pass before the
+  // server's: wait for the clock to pass the server's too.
+  while (Steady::now() <= server_deadline_bound) std::this_thread::yield();
   hold.Release();
   auto first = running.get();
   EXPECT_TRUE(first.ok()) << first.status();
