@@ -45,12 +45,17 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--timeout", timeout_s,
                  "Per-call deadline in seconds (default 30; 300 for report and compare)");
-  app.add_flag("--tls", connection.tls, "Use TLS (implied by --ca/--cert/--key)");
-  app.add_option("--ca", connection.ca_file, "PEM root certificates for TLS")
+  app.add_flag("--tls", connection.tls, "Use TLS (implied by --ca/--cert/--key)")
+      ->envname("CONVSERVE_TLS");
+  app.add_option("--ca", connection.ca_file,
+                 "PEM root certificates that signed the server's (default: the system's)")
+      ->envname("CONVSERVE_CA")
       ->check(CLI::ExistingFile);
   app.add_option("--cert", connection.cert_file, "PEM client certificate (mutual TLS)")
+      ->envname("CONVSERVE_CERT")
       ->check(CLI::ExistingFile);
   app.add_option("--key", connection.key_file, "PEM client private key (mutual TLS)")
+      ->envname("CONVSERVE_KEY")
       ->check(CLI::ExistingFile);
   app.footer(
       "Examples:\n"

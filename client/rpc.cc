@@ -7,14 +7,13 @@
 #include <atomic>
 #include <chrono>
 #include <cstdlib>
-#include <fstream>
 #include <random>
-#include <sstream>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "proto/convserve.grpc.pb.h"
 #include "proto/inference.grpc.pb.h"
+#include "server/common/files.h"
 
 namespace convserve::client {
 namespace {
@@ -26,15 +25,6 @@ std::string Trim(const std::string& s) {
   if (begin == std::string::npos) return "";
   const size_t end = s.find_last_not_of(" \t");
   return s.substr(begin, end - begin + 1);
-}
-
-absl::StatusOr<std::string> ReadFile(const std::string& path, const char* what) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    return absl::InvalidArgumentError(absl::StrCat("cannot read ", what, " file '", path, "'"));
-  std::ostringstream content;
-  content << in.rdbuf();
-  return content.str();
 }
 
 std::string CodeName(absl::StatusCode code) { return absl::StatusCodeToString(code); }
@@ -183,7 +173,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ConnectionOptions& 
   if (tls) {
     grpc::SslCredentialsOptions ssl;
     if (!options.ca_file.empty()) {
-      auto ca = ReadFile(options.ca_file, "--ca");
+      auto ca = ReadFileNamedBy("--ca", options.ca_file);
       if (!ca.ok()) return ca.status();
       ssl.pem_root_certs = *ca;
     }
@@ -191,9 +181,9 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ConnectionOptions& 
       return absl::InvalidArgumentError("--cert and --key go together");
     }
     if (!options.cert_file.empty()) {
-      auto cert = ReadFile(options.cert_file, "--cert");
+      auto cert = ReadFileNamedBy("--cert", options.cert_file);
       if (!cert.ok()) return cert.status();
-      auto key = ReadFile(options.key_file, "--key");
+      auto key = ReadFileNamedBy("--key", options.key_file);
       if (!key.ok()) return key.status();
       ssl.pem_cert_chain = *cert;
       ssl.pem_private_key = *key;

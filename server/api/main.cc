@@ -76,6 +76,14 @@ int main(int argc, char** argv) {
       ->envname("CONVSERVE_MAX_IMAGE_PIXELS")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
+  app.add_option("--tls-cert", options.tls_cert_file,
+                 "PEM server certificate chain: serve gRPC over TLS (with --tls-key)")
+      ->envname("CONVSERVE_TLS_CERT");
+  app.add_option("--tls-key", options.tls_key_file, "PEM private key of --tls-cert")
+      ->envname("CONVSERVE_TLS_KEY");
+  app.add_option("--tls-client-ca", options.tls_client_ca_file,
+                 "PEM CA certificates: require client certificates signed by them (mutual TLS)")
+      ->envname("CONVSERVE_TLS_CLIENT_CA");
   CLI11_PARSE(app, argc, argv);
 
   ConfigureLogging(options);

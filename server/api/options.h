@@ -20,10 +20,18 @@ struct ServerOptions {
   int64_t max_request_bytes = 64 << 20;  // gRPC max receive message size
   int exit_timeout_secs = 30;            // how long shutdown waits for in-flight requests
   int64_t max_image_pixels = 16 << 20;   // decompression-bomb limit for encoded images
+  // TLS: PEM server certificate chain and private key (both or neither); with a client CA,
+  // mutual TLS: every client must present a certificate that CA signed.
+  std::string tls_cert_file;
+  std::string tls_key_file;
+  std::string tls_client_ca_file;
 };
 
 // Where the bundled repository is: next to the executable (../models/repository,
 // ../share/convserve/models/repository) or the source tree's models/repository.
 std::string DefaultModelRepository();
+
+// How gRPC is served: "plaintext", "TLS" or "mutual TLS".
+std::string TransportSecurity(const ServerOptions& options);
 
 }  // namespace convserve::api

@@ -13,6 +13,7 @@
 #include "absl/strings/str_join.h"
 #include "dnnl.hpp"
 #include "server/api/services.h"
+#include "server/common/files.h"
 #include "server/serving/metrics.h"
 #include "server/serving/server_core.h"
 #include "spdlog/spdlog.h"
@@ -36,6 +37,57 @@ std::string DefaultModelRepository() {
     }
   }
   return CONVSERVE_SOURCE_MODEL_REPOSITORY;
+}
+
+namespace {
+
+// A flag's PEM file, checked for the block it must hold ("CERTIFICATE", "PRIVATE KEY").
+absl::StatusOr<std::string> ReadPem(const std::string& flag, const std::string& path,
+                                    const std::string& block) {
+  auto pem = ReadFileNamedBy(flag, path);
+  if (!pem.ok()) return pem.status();
+  if (pem->find("-----BEGIN ") == std::string::npos ||
+      pem->find(block + "-----") == std::string::npos) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(flag, " file '", path, "' holds no PEM ", block, " block"));
+  }
+  return pem;
+}
+
+// Insecure without --tls-cert/--tls-key; TLS with them; mutual TLS with --tls-client-ca too.
+absl::StatusOr<std::shared_ptr<grpc::ServerCredentials>> MakeServerCredentials(
+    const ServerOptions& options) {
+  const bool cert = !options.tls_cert_file.empty();
+  const bool key = !options.tls_key_file.empty();
+  if (!cert && !key) {
+    if (!options.tls_client_ca_file.empty()) {
+      return absl::InvalidArgumentError("--tls-client-ca needs --tls-cert and --tls-key");
+    }
+    return grpc::InsecureServerCredentials();
+  }
+  if (cert != key) return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+  auto chain = ReadPem("--tls-cert", options.tls_cert_file, "CERTIFICATE");
+  if (!chain.ok()) return chain.status();
+  auto private_key = ReadPem("--tls-key", options.tls_key_file, "PRIVATE KEY");
+  if (!private_key.ok()) return private_key.status();
+  const bool mutual = !options.tls_client_ca_file.empty();
+  grpc::SslServerCredentialsOptions ssl(
+      mutual ? GRPC_SSL_REQUEST_AND_REQUIRE_CLIENT_CERTIFICATE_AND_VERIFY
+             : GRPC_SSL_DONT_REQUEST_CLIENT_CERTIFICATE);
+  if (mutual) {
+    auto client_ca = ReadPem("--tls-client-ca", options.tls_client_ca_file, "CERTIFICATE");
+    if (!client_ca.ok()) return client_ca.status();
+    ssl.pem_root_certs = *client_ca;
+  }
+  ssl.pem_key_cert_pairs.push_back({*private_key, *chain});
+  return grpc::SslServerCredentials(ssl);
+}
+
+}  // namespace
+
+std::string TransportSecurity(const ServerOptions& options) {
+  if (options.tls_cert_file.empty()) return "plaintext";
+  return options.tls_client_ca_file.empty() ? "TLS" : "mutual TLS";
 }
 
 struct Server::Impl {
@@ -76,6 +128,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
                                                    "explicit, got '", options.model_control_mode,
                                                    "'"));
   }
+  auto credentials = MakeServerCredentials(options);
+  if (!credentials.ok()) return credentials.status();
   core_options.repository_poll_secs = options.repository_poll_secs;
   core_options.max_image_pixels = options.max_image_pixels;
 
@@ -94,8 +148,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
-  builder.AddListeningPort(absl::StrCat(options.grpc_address, ":", options.grpc_port),
-                           grpc::InsecureServerCredentials(), &impl->grpc_port);
+  builder.AddListeningPort(absl::StrCat(options.grpc_address, ":", options.grpc_port), *credentials,
+                           &impl->grpc_port);
   builder.SetMaxReceiveMessageSize(static_cast<int>(
       std::min<int64_t>(options.max_request_bytes, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(-1);
@@ -105,8 +159,12 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.RegisterService(impl->convserve_service.get());
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->grpc_port == 0) {
-    return absl::UnavailableError(
-        absl::StrCat("cannot listen for gRPC on ", options.grpc_address, ":", options.grpc_port));
+    return absl::UnavailableError(absl::StrCat(
+        "cannot listen for gRPC on ", options.grpc_address, ":", options.grpc_port,
+        options.tls_cert_file.empty()
+            ? " (address in use or not local?)"
+            : " (address in use or not local, or gRPC rejected the TLS certificate, key or "
+              "client CA: see its log line above)"));
   }
   impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
@@ -184,9 +242,9 @@ void LogStartupSummary(const ServerOptions& options, Server& server) {
   }
   auto& core = server.core();
   spdlog::info(
-      "convserve 0.1.0: gRPC {}:{}, metrics {}, oneDNN {}.{}.{} ISA {}, {} threads, "
+      "convserve 0.1.0: gRPC {}:{} ({}), metrics {}, oneDNN {}.{}.{} ISA {}, {} threads, "
       "model control {}, repository {}",
-      options.grpc_address, server.grpc_port(),
+      options.grpc_address, server.grpc_port(), TransportSecurity(options),
       server.metrics_port() ? std::to_string(server.metrics_port()) : "off", dnnl_version()->major,
       dnnl_version()->minor, dnnl_version()->patch, isa, core.options().threads,
       options.model_control_mode, core.options().model_repository.string());

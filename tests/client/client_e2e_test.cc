@@ -126,12 +126,25 @@ std::string Describe(const RunResult& r) {
 // A convserve-server process on a free loopback port; SIGTERM (then SIGKILL) on destruction.
 class ServerProcess {
  public:
-  static std::unique_ptr<ServerProcess> Start(std::string* error) {
+  // `server_args` are added to the server's command line, `client_args` (TLS options) to the
+  // readiness check's.
+  static std::unique_ptr<ServerProcess> Start(std::string* error,
+                                              const std::vector<std::string>& server_args = {},
+                                              const std::vector<std::string>& client_args = {}) {
     auto server = std::unique_ptr<ServerProcess>(new ServerProcess());
-    server->pid_ = Spawn(
-        {CONVSERVE_SERVER_BIN, "--model-repository", ModelRepository().string(), "--grpc-address",
-         "127.0.0.1", "--grpc-port", "0", "--metrics-port", "0", "--threads", "1"},
-        server->dir_.path() / "log", server->dir_.path() / "log.err");
+    std::vector<std::string> argv = {CONVSERVE_SERVER_BIN,
+                                     "--model-repository",
+                                     ModelRepository().string(),
+                                     "--grpc-address",
+                                     "127.0.0.1",
+                                     "--grpc-port",
+                                     "0",
+                                     "--metrics-port",
+                                     "0",
+                                     "--threads",
+                                     "1"};
+    argv.insert(argv.end(), server_args.begin(), server_args.end());
+    server->pid_ = Spawn(argv, server->dir_.path() / "log", server->dir_.path() / "log.err");
     // The startup line names the port the server picked: "gRPC 127.0.0.1:43977,".
     const std::regex port_line(R"(gRPC 127\.0\.0\.1:([0-9]+))");
     const auto deadline = Clock::now() + std::chrono::seconds(120);
@@ -157,7 +170,9 @@ class ServerProcess {
     }
     // Ready when `convserve health` says so.
     while (true) {
-      const RunResult health = RunCli({"health", "--url", server->url()}, 10);
+      std::vector<std::string> health_args = client_args;
+      health_args.insert(health_args.end(), {"--url", server->url(), "health"});
+      const RunResult health = RunCli(health_args, 10);
       if (health.exit_code == 0) return server;
       if (Clock::now() > deadline) {
         *error = "server not ready within 120 s:\n" + Describe(health);
@@ -596,6 +611,56 @@ TEST(ClientE2eRoundRobin, ClassifyCallsReachEveryServer) {
     total += success;
   }
   EXPECT_EQ(total, static_cast<uint64_t>(kCalls * 3));
+}
+
+// The CLI against a server on mutual TLS (certificates made by tests/tls/make_test_certs.sh):
+// with the CA and a client certificate it classifies; without a certificate, or in plaintext,
+// it cannot connect and says so. The server's TLS flags come from the environment here
+// (CONVSERVE_TLS_*), as in a container.
+TEST(ClientE2eTls, MutualTlsClassifiesWithACertificateAndRefusesWithout) {
+  TempDir dir;
+  const std::string certs = (dir.path() / "certs").string();
+  const std::string make = std::string("bash '") + CONVSERVE_SOURCE_DIR +
+                           "/tests/tls/make_test_certs.sh' '" + certs + "' > '" +
+                           (dir.path() / "certs.log").string() + "' 2>&1";
+  ASSERT_EQ(std::system(make.c_str()), 0) << ReadText(dir.path() / "certs.log");
+  const std::vector<std::string> client = {
+      "--ca", certs + "/ca.crt", "--cert", certs + "/client.crt", "--key", certs + "/client.key"};
+  ::setenv("CONVSERVE_TLS_CERT", (certs + "/server.crt").c_str(), 1);
+  ::setenv("CONVSERVE_TLS_KEY", (certs + "/server.key").c_str(), 1);
+  ::setenv("CONVSERVE_TLS_CLIENT_CA", (certs + "/ca.crt").c_str(), 1);
+  std::string error;
+  auto server = ServerProcess::Start(&error, {}, client);
+  ::unsetenv("CONVSERVE_TLS_CERT");
+  ::unsetenv("CONVSERVE_TLS_KEY");
+  ::unsetenv("CONVSERVE_TLS_CLIENT_CA");
+  ASSERT_NE(server, nullptr) << error;
+
+  std::vector<std::string> png;
+  for (const auto& entry : fs::directory_iterator(ImagesDir())) {
+    if (entry.path().extension() == ".png") png.push_back(entry.path().string());
+  }
+  ASSERT_FALSE(png.empty()) << "no PNG test images in " << ImagesDir();
+  std::vector<std::string> args = client;
+  args.insert(args.end(), {"--url", server->url(), "classify", kModel, png[0], "--format", "csv"});
+  const RunResult r = RunCli(args);
+  ASSERT_EQ(r.exit_code, 0) << Describe(r);
+  const auto rows = ParseCsv(r.out);
+  ASSERT_EQ(rows.size(), 2u) << r.out;
+  EXPECT_EQ(std::stoi(rows[1][Columns(rows[0]).at("index")]), LabelInName(png[0])) << r.out;
+
+  const std::string unreachable = "error: cannot reach convserve at " + server->url();
+  for (const auto& refused :
+       std::vector<std::vector<std::string>>{{"--ca", certs + "/ca.crt"},  // no cert
+                                             {"--ca", certs + "/ca.crt", "--cert",
+                                              certs + "/rogue.crt", "--key", certs + "/rogue.key"},
+                                             {}}) {  // plaintext
+    std::vector<std::string> health = refused;
+    health.insert(health.end(), {"--url", server->url(), "--timeout", "10", "health"});
+    const RunResult h = RunCli(health, 30);
+    EXPECT_EQ(h.exit_code, 1) << Describe(h);
+    EXPECT_EQ(h.err.rfind(unreachable, 0), 0u) << Describe(h);
+  }
 }
 
 }  // namespace

@@ -46,10 +46,8 @@ void WriteText(const std::filesystem::path& path, const std::string& text) {
 }
 
 std::string PatternBytes(int label) {
-  const std::vector<uint8_t> image = PatternImage(label);
-  std::vector<float> pixels(image.begin(), image.end());
-  for (float& v : pixels) v /= 255.0f;
-  return std::string(reinterpret_cast<const char*>(pixels.data()), pixels.size() * 4);
+  const std::vector<float> pixels = PatternFloats(label);
+  return std::string(reinterpret_cast<const char*>(pixels.data()), pixels.size() * sizeof(float));
 }
 
 // Polls `done` until it holds or kWait passed; returns its last value.
@@ -179,15 +177,7 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
   }
 
   static inference::ModelInferRequest Request(const std::string& model, int label) {
-    inference::ModelInferRequest request;
-    request.set_model_name(model);
-    request.set_id("req");
-    auto* input = request.add_inputs();
-    input->set_name("input");
-    input->set_datatype("FP32");
-    for (int64_t d : {1, 1, 28, 28}) input->add_shape(d);
-    request.add_raw_input_contents(PatternBytes(label));
-    return request;
+    return PatternRequest(model, {label});
   }
 
   grpc::Status Infer(const inference::ModelInferRequest& request,

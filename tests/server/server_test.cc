@@ -22,13 +22,6 @@ namespace {
 using inference::GRPCInferenceService;
 using ::testing::HasSubstr;
 
-std::vector<float> PatternFloats(int label) {
-  std::vector<uint8_t> image = PatternImage(label);
-  std::vector<float> out(image.begin(), image.end());
-  for (float& v : out) v /= 255.0f;
-  return out;
-}
-
 class ServerTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -61,26 +54,7 @@ class ServerTest : public ::testing::Test {
 
   static inference::ModelInferRequest Fp32Request(const std::string& model,
                                                   const std::vector<int>& labels, bool raw) {
-    inference::ModelInferRequest request;
-    request.set_model_name(model);
-    request.set_id("req");
-    auto* input = request.add_inputs();
-    input->set_name("input");
-    input->set_datatype("FP32");
-    for (int64_t d : {static_cast<int64_t>(labels.size()), int64_t{1}, int64_t{28}, int64_t{28}}) {
-      input->add_shape(d);
-    }
-    std::string bytes;
-    for (int label : labels) {
-      const std::vector<float> pixels = PatternFloats(label);
-      if (raw) {
-        bytes.append(reinterpret_cast<const char*>(pixels.data()), pixels.size() * 4);
-      } else {
-        for (float v : pixels) input->mutable_contents()->add_fp32_contents(v);
-      }
-    }
-    if (raw) request.add_raw_input_contents(bytes);
-    return request;
+    return PatternRequest(model, labels, raw);
   }
 
   grpc::Status Infer(const inference::ModelInferRequest& request,

@@ -111,6 +111,38 @@ std::vector<uint8_t> PatternImage(int label, int side) {
   return pixels;
 }
 
+std::vector<float> PatternFloats(int label) {
+  std::vector<uint8_t> image = PatternImage(label);
+  std::vector<float> out(image.begin(), image.end());
+  for (float& v : out) v /= 255.0f;
+  return out;
+}
+
+inference::ModelInferRequest PatternRequest(const std::string& model,
+                                            const std::vector<int>& labels, bool raw) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model);
+  request.set_id("req");
+  auto* input = request.add_inputs();
+  input->set_name("input");
+  input->set_datatype("FP32");
+  for (int64_t d : {static_cast<int64_t>(labels.size()), int64_t{1}, int64_t{kImageSide},
+                    int64_t{kImageSide}}) {
+    input->add_shape(d);
+  }
+  std::string bytes;
+  for (int label : labels) {
+    const std::vector<float> pixels = PatternFloats(label);
+    if (raw) {
+      bytes.append(reinterpret_cast<const char*>(pixels.data()), pixels.size() * sizeof(float));
+    } else {
+      for (float v : pixels) input->mutable_contents()->add_fp32_contents(v);
+    }
+  }
+  if (raw) request.add_raw_input_contents(bytes);
+  return request;
+}
+
 std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height) {
   png_image image;
   std::memset(&image, 0, sizeof(image));

@@ -26,6 +26,15 @@ std::array<float, kClasses> LinearLogits(const float* pixels, float bias_offset)
 // A 28x28 gray image that WriteLinearOnnx classifies as `label` (bright where p % 10 == label).
 std::vector<uint8_t> PatternImage(int label, int side = kImageSide);
 
+// PatternImage(label) as floats scaled to [0, 1] (what the tiny model's preprocessing makes of it).
+std::vector<float> PatternFloats(int label);
+
+// A ModelInfer request (id "req") for the linear test model: input "input" FP32
+// [labels.size(), 1, 28, 28], image i = PatternFloats(labels[i]), in raw_input_contents when
+// `raw`, else in fp32_contents.
+inference::ModelInferRequest PatternRequest(const std::string& model,
+                                            const std::vector<int>& labels, bool raw = true);
+
 std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height);
 std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height);
 
