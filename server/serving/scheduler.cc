@@ -305,6 +305,9 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
       rejected = absl::ResourceExhaustedError(absl::StrCat(
           "queue of model '", model_->name, "' is full (", max_queue_size_, " requests waiting)"));
     } else {
+      // Another request is waiting or being batched: requests overlap, so waiting for more
+      // of them can fill a batch (see NextBatch).
+      if (!queue_.empty() || forming_) overlap_ = true;
       queue_.push_back(std::move(pending));
       depth = static_cast<int64_t>(queue_.size());
     }
@@ -357,7 +360,16 @@ std::vector<Scheduler::Pending> Scheduler::NextBatch(
       }
     };
     take();
-    if (dynamic_batching_ && max_batch_size_ > 0) {
+    // max_queue_delay is an upper bound. Waiting pays only when other requests come while this
+    // one waits; a lone client (one request in flight) only gets slower by the whole delay. So
+    // wait while requests overlap (one arrived while another was queued or being batched) or
+    // while recent waits collected something, and run at once after kFruitlessWaitsToSkip
+    // waits in a row that collected nothing, until requests overlap again.
+    constexpr int kFruitlessWaitsToSkip = 2;
+    const bool worth_waiting = overlap_ || fruitless_waits_ < kFruitlessWaitsToSkip;
+    overlap_ = false;
+    if (dynamic_batching_ && max_batch_size_ > 0 && total < target && worth_waiting) {
+      const int64_t before_wait = total;
       const Clock::time_point until =
           batch.front().arrival +
           std::chrono::microseconds(batching.max_queue_delay_microseconds());
@@ -368,6 +380,7 @@ std::vector<Scheduler::Pending> Scheduler::NextBatch(
         // The next request does not fit: run what we have.
         if (!queue_.empty() && total + queue_.front().batch > limit) break;
       }
+      fruitless_waits_ = total > before_wait ? 0 : fruitless_waits_ + 1;
     }
   }
   forming_ = false;

@@ -1,8 +1,10 @@
 // The scheduler of one served model version: validates requests against the model's config,
 // queues them (bounded), forms batches (dynamic batching: max_batch_size,
 // max_queue_delay_microseconds, preferred_batch_size) and runs them on `instance_group` count
-// workers, each with its own engine Workspace per plan. Requests whose deadline passes while
-// queued fail with DEADLINE_EXCEEDED without being computed.
+// workers, each with its own engine Workspace per plan. max_queue_delay is an upper bound: a
+// batch waits for more requests only while requests overlap or recent waits collected some, so
+// that a lone client (one request in flight) is not delayed by it. Requests whose deadline passes
+// while queued fail with DEADLINE_EXCEEDED without being computed.
 //
 // Thread safety: Submit may be called from any thread and never blocks on computation. The
 // destructor stops accepting work, lets the workers finish everything queued, and joins them:
@@ -111,6 +113,11 @@ class Scheduler : public repository::Servable {
   std::condition_variable cv_;
   std::deque<Pending> queue_;
   bool forming_ = false;  // a worker is forming a batch
+  // Whether waiting up to max_queue_delay for more requests is worth it (see NextBatch):
+  // a request arrived while another was queued or being batched since the last batch formed,
+  // and how many waits in a row collected nothing.
+  bool overlap_ = false;
+  int fruitless_waits_ = 0;
   bool stopping_ = false;
   std::vector<std::unique_ptr<Worker>> workers_;
 };

@@ -1,0 +1,1261 @@
+// convserve-server-bench: the server over loopback against the engine called in-process on the
+// same model, batch and thread count (issue #4's benchmark).
+//
+//   build/bench/convserve-server-bench --server build/server/api/convserve-server
+//       --repository models/repository --out bench/SERVER.md
+//
+// For each thread count it starts the real convserve-server as a child process on 127.0.0.1 and
+// a free port (--threads = the engine's threads), waits until ServerReady/ModelReady answer, and
+// then runs interleaved rounds; one round of one model is:
+//   1. engine, in this process: Plan::Run at batch 1 back to back (per-request latency), then
+//      every batch size 1, 2, 4, ... max_batch_size (images/s; the best is the reference);
+//   2. server, concurrency 1 closed loop: ModelInfer with one FP32 image in raw_input_contents;
+//   3. server, concurrency 8 closed loop (8 calls in flight on one completion queue), which
+//      the server's dynamic batcher turns into batches;
+//   4. optionally 2-3 again with a PNG file as a BYTES input (decoded by the server).
+// Overhead = server latency - engine latency of the same round; throughput ratio = server
+// images/s at concurrency 8 / the engine's best images/s of the same round. Rounds give a median
+// and a best. CPU time of this process (getrusage), of the server (/proc/PID/task/*/stat, split
+// into gRPC threads and the rest) and of the whole machine (/proc/stat) is measured per phase.
+// Results: a markdown report (--out) and JSON beside it (--json).
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <pmmintrin.h>
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/utsname.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <xmmintrin.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstring>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <random>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "CLI/CLI.hpp"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "dnnl.hpp"
+#include "proto/inference.grpc.pb.h"
+#include "server/engine/engine.h"
+#include "server/repository/model.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+using convserve::engine::DataType;
+using convserve::engine::TensorView;
+
+constexpr double kOverheadTargetUs = 150;
+constexpr double kThroughputTarget = 0.85;
+constexpr int kThroughputConcurrency = 8;
+constexpr char kDriverCommand[] =
+    "build/bench/convserve-server-bench --server build/server/api/convserve-server "
+    "--repository models/repository --out bench/SERVER.md";
+
+[[noreturn]] void Die(const std::string& message) {
+  std::cerr << "convserve-server-bench: " << message << std::endl;
+  std::exit(1);
+}
+
+double SecondsSince(Clock::time_point start) {
+  return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+double Percentile(std::vector<double> values, double q) {
+  if (values.empty()) return std::nan("");
+  std::sort(values.begin(), values.end());
+  const size_t rank = static_cast<size_t>(std::ceil(q * values.size()));
+  return values[std::clamp<size_t>(rank, 1, values.size()) - 1];
+}
+
+// Median and best of one quantity over the rounds.
+struct Spread {
+  double median = std::nan("");
+  double best = std::nan("");
+};
+
+Spread SpreadOf(const std::vector<double>& values, bool lower_is_better) {
+  Spread s;
+  if (values.empty()) return s;
+  s.median = Percentile(values, 0.5);
+  s.best = lower_is_better ? *std::min_element(values.begin(), values.end())
+                           : *std::max_element(values.begin(), values.end());
+  return s;
+}
+
+std::string Fixed(double value, int digits) {
+  if (std::isnan(value)) return "n/a";
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(digits);
+  out << value;
+  return out.str();
+}
+
+std::string JsonNumber(double value) {
+  if (!std::isfinite(value)) return "null";
+  std::ostringstream out;
+  out.precision(6);
+  out << value;
+  return out.str();
+}
+
+std::string JsonString(const std::string& text) {
+  std::string out = "\"";
+  for (char c : text) {
+    if (c == '"' || c == '\\') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+    } else {
+      out += c;
+    }
+  }
+  return out + "\"";
+}
+
+// ---------------------------------------------------------------------------------------------
+// CPU accounting.
+
+double ProcessCpuSeconds() {
+  rusage usage{};
+  getrusage(RUSAGE_SELF, &usage);
+  return usage.ru_utime.tv_sec + usage.ru_stime.tv_sec +
+         (usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
+}
+
+// utime + stime of a /proc stat line, in seconds; the command name is returned in `comm`.
+double StatLineCpuSeconds(const std::string& line, std::string* comm) {
+  const size_t open = line.find('('), close = line.rfind(')');
+  if (open == std::string::npos || close == std::string::npos) return 0;
+  if (comm) *comm = line.substr(open + 1, close - open - 1);
+  std::istringstream rest(line.substr(close + 1));
+  std::vector<std::string> fields;
+  std::string field;
+  while (rest >> field) fields.push_back(field);
+  if (fields.size() < 13) return 0;
+  // Fields after the command start at field 3 (state): utime is field 14, stime field 15.
+  const double ticks = std::stod(fields[11]) + std::stod(fields[12]);
+  return ticks / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+// CPU seconds of a process, split by thread name: "grpc" = threads named by gRPC, "other" =
+// threads that kept the process name (main, scheduler workers, OpenMP threads).
+struct ServerCpu {
+  double grpc = 0, other = 0;
+  double total() const { return grpc + other; }
+};
+
+ServerCpu ReadServerCpu(pid_t pid) {
+  ServerCpu cpu;
+  std::string process_name;
+  {
+    std::ifstream in(fs::path("/proc") / std::to_string(pid) / "stat");
+    std::string line;
+    std::getline(in, line);
+    StatLineCpuSeconds(line, &process_name);
+  }
+  std::error_code ec;
+  for (const auto& entry :
+       fs::directory_iterator(fs::path("/proc") / std::to_string(pid) / "task",
+                              fs::directory_options::skip_permission_denied, ec)) {
+    std::ifstream in(entry.path() / "stat");
+    std::string line, comm;
+    std::getline(in, line);
+    const double seconds = StatLineCpuSeconds(line, &comm);
+    // gRPC names its threads (default-executor, event_engine, nexting_thread, timer_manager,
+    // grpcpp_sync_server, ...); the server's own threads (main, scheduler workers, OpenMP) keep
+    // the process name.
+    const bool grpc = comm != process_name;
+    (grpc ? cpu.grpc : cpu.other) += seconds;
+  }
+  return cpu;
+}
+
+// Busy CPU seconds of the whole machine (all cores) from /proc/stat.
+double MachineBusySeconds() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  in >> cpu;
+  std::vector<double> v;
+  double x;
+  for (int i = 0; i < 8 && in >> x; ++i) v.push_back(x);
+  if (v.size() < 8) return 0;
+  const double busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7];  // minus idle, iowait
+  return busy / static_cast<double>(sysconf(_SC_CLK_TCK));
+}
+
+struct CpuMark {
+  Clock::time_point at;
+  double client, machine;
+  ServerCpu server;
+};
+
+CpuMark MarkCpu(pid_t server) {
+  return {Clock::now(), ProcessCpuSeconds(), MachineBusySeconds(), ReadServerCpu(server)};
+}
+
+// ---------------------------------------------------------------------------------------------
+// Machine description.
+
+std::string CpuInfoField(const std::string& key) {
+  std::ifstream in("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(in, line)) {
+    if (line.rfind(key, 0) == 0) {
+      const size_t colon = line.find(':');
+      if (colon != std::string::npos) {
+        std::string value = line.substr(colon + 1);
+        value.erase(0, value.find_first_not_of(' '));
+        return value;
+      }
+    }
+  }
+  return "";
+}
+
+std::string SimdFlags() {
+  std::vector<std::string> found;
+  std::istringstream flags(CpuInfoField("flags"));
+  std::string flag;
+  std::vector<std::string> all;
+  while (flags >> flag) all.push_back(flag);
+  for (const char* want : {"avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_int8"}) {
+    if (std::find(all.begin(), all.end(), want) != all.end()) found.push_back(want);
+  }
+  return absl::StrJoin(found, " ");
+}
+
+std::string UtcNow() {
+  const std::time_t now = std::time(nullptr);
+  char text[64];
+  std::strftime(text, sizeof(text), "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  return text;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The engine, in-process.
+
+struct EngineRound {
+  double p50_us = 0, p99_us = 0;
+  uint64_t latency_runs = 0;
+  std::vector<std::pair<int64_t, double>> images_per_s;  // by batch size
+  double best_images_per_s = 0;
+  int64_t best_batch = 0;
+  double ImagesPerSAt(int64_t batch) const {
+    for (const auto& [b, ips] : images_per_s) {
+      if (b == batch) return ips;
+    }
+    return std::nan("");
+  }
+};
+
+class EngineBench {
+ public:
+  static std::unique_ptr<EngineBench> Load(const fs::path& repository, const std::string& name,
+                                           int pool_size) {
+    const fs::path model_dir = repository / name;
+    const std::vector<int64_t> versions = convserve::repository::ListVersions(model_dir);
+    if (versions.empty())
+      Die(absl::StrCat("model '", name, "': no version folder in ", model_dir.string()));
+    const int64_t version = versions.back();
+    auto config = convserve::repository::ReadModelConfig(
+        model_dir, name, model_dir / std::to_string(version) / "model.onnx");
+    if (!config.ok()) Die(config.status().ToString());
+    auto loaded = convserve::repository::LoadModelVersion(model_dir, name, version, *config);
+    if (!loaded.ok()) Die(loaded.status().ToString());
+    auto bench = std::unique_ptr<EngineBench>(new EngineBench());
+    bench->model_ = *std::move(loaded);
+    if (bench->model_->engine_model->inputs().size() != 1 ||
+        bench->model_->config.input(0).data_type() != inference::TYPE_FP32) {
+      Die(absl::StrCat("model '", name, "': the bench drives models with one FP32 input"));
+    }
+    auto plan = bench->model_->engine_model->GetPlan(1, 1);
+    if (!plan.ok()) Die(plan.status().ToString());
+    bench->image_elements_ = convserve::engine::NumElements((*plan)->input_infos()[0].dims);
+    bench->output_elements_ = convserve::engine::NumElements((*plan)->output_infos()[0].dims);
+    std::mt19937 rng(42);
+    std::normal_distribution<float> normal(0.f, 1.f);
+    bench->images_.resize(static_cast<size_t>(pool_size));
+    for (auto& image : bench->images_) {
+      image.resize(static_cast<size_t>(bench->image_elements_));
+      for (float& v : image) v = normal(rng);
+    }
+    return bench;
+  }
+
+  const convserve::repository::ModelVersion& model() const { return *model_; }
+  int64_t max_batch() const { return std::max<int64_t>(1, model_->config.max_batch_size()); }
+  const std::vector<std::vector<float>>& images() const { return images_; }
+  int64_t output_elements() const { return output_elements_; }
+
+  // Batch-1 output for images()[index] (to check that the server computes the same).
+  std::vector<float> Infer(size_t index, int threads) const {
+    Batch batch = MakeBatch(1, threads, index);
+    absl::Status status = batch.plan->Run(*batch.workspace, batch.inputs, batch.outputs,
+                                          convserve::engine::RunOptions{threads});
+    if (!status.ok()) Die(status.ToString());
+    return batch.output;
+  }
+
+  EngineRound Measure(int threads, double latency_seconds, double seconds_per_batch) const {
+    EngineRound round;
+    {
+      Batch batch = MakeBatch(1, threads, 0);
+      std::vector<double> samples_us;
+      RunFor(batch, threads, 0.05, nullptr);  // warm-up: caches, clock
+      RunFor(batch, threads, latency_seconds, &samples_us);
+      round.p50_us = Percentile(samples_us, 0.5);
+      round.p99_us = Percentile(samples_us, 0.99);
+      round.latency_runs = samples_us.size();
+    }
+    for (int64_t b = 1; b <= max_batch(); b *= 2) {
+      Batch batch = MakeBatch(b, threads, 0);
+      RunFor(batch, threads, 0.02, nullptr);
+      const auto start = Clock::now();
+      const uint64_t runs = RunFor(batch, threads, seconds_per_batch, nullptr);
+      const double ips = static_cast<double>(runs * b) / SecondsSince(start);
+      round.images_per_s.emplace_back(b, ips);
+      if (ips > round.best_images_per_s) {
+        round.best_images_per_s = ips;
+        round.best_batch = b;
+      }
+    }
+    return round;
+  }
+
+ private:
+  struct Batch {
+    std::shared_ptr<const convserve::engine::Plan> plan;
+    std::unique_ptr<convserve::engine::Workspace> workspace;
+    std::vector<float> input, output;
+    std::vector<TensorView> inputs, outputs;
+  };
+
+  EngineBench() = default;
+
+  Batch MakeBatch(int64_t size, int threads, size_t first_image) const {
+    Batch batch;
+    auto plan = model_->engine_model->GetPlan(size, threads);
+    if (!plan.ok()) Die(plan.status().ToString());
+    batch.plan = *plan;
+    batch.workspace = batch.plan->CreateWorkspace();
+    for (int64_t i = 0; i < size; ++i) {
+      const auto& image = images_[(first_image + static_cast<size_t>(i)) % images_.size()];
+      batch.input.insert(batch.input.end(), image.begin(), image.end());
+    }
+    batch.output.resize(static_cast<size_t>(output_elements_ * size));
+    batch.inputs.push_back(
+        {DataType::kFloat32, batch.plan->input_infos()[0].dims, batch.input.data()});
+    batch.outputs.push_back(
+        {DataType::kFloat32, batch.plan->output_infos()[0].dims, batch.output.data()});
+    return batch;
+  }
+
+  // Runs back to back for `seconds` (at least 3 runs); per-run microseconds into `samples_us`.
+  static uint64_t RunFor(Batch& batch, int threads, double seconds,
+                         std::vector<double>* samples_us) {
+    const convserve::engine::RunOptions options{threads};
+    const auto start = Clock::now();
+    uint64_t runs = 0;
+    while (runs < 3 || SecondsSince(start) < seconds) {
+      const auto t0 = Clock::now();
+      absl::Status status = batch.plan->Run(*batch.workspace, batch.inputs, batch.outputs, options);
+      if (!status.ok()) Die(status.ToString());
+      if (samples_us) {
+        samples_us->push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+      }
+      ++runs;
+    }
+    return runs;
+  }
+
+  std::shared_ptr<const convserve::repository::ModelVersion> model_;
+  int64_t image_elements_ = 0;
+  int64_t output_elements_ = 0;
+  std::vector<std::vector<float>> images_;
+};
+
+// ---------------------------------------------------------------------------------------------
+// The server, as a child process.
+
+int FreeLoopbackPort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  if (fd < 0) Die("socket() failed");
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  address.sin_port = 0;
+  socklen_t length = sizeof(address);
+  if (bind(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0 ||
+      getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    close(fd);
+    Die("cannot find a free loopback port");
+  }
+  const int port = ntohs(address.sin_port);
+  close(fd);
+  return port;
+}
+
+class ServerProcess {
+ public:
+  ServerProcess(const std::string& binary, const std::vector<std::string>& args,
+                const fs::path& log_path)
+      : log_path_(log_path) {
+    std::vector<std::string> argv_storage = {binary};
+    argv_storage.insert(argv_storage.end(), args.begin(), args.end());
+    pid_ = fork();
+    if (pid_ < 0) Die("fork failed");
+    if (pid_ == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGTERM);  // never outlive the bench
+      const int log = open(log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      if (log >= 0) {
+        dup2(log, STDOUT_FILENO);
+        dup2(log, STDERR_FILENO);
+        close(log);
+      }
+      std::vector<char*> argv;
+      for (auto& a : argv_storage) argv.push_back(a.data());
+      argv.push_back(nullptr);
+      execv(binary.c_str(), argv.data());
+      _exit(127);
+    }
+  }
+  ~ServerProcess() { Stop(); }
+
+  pid_t pid() const { return pid_; }
+
+  // False (and the exit status in `why`) when the process has exited.
+  bool Running(std::string* why) {
+    if (pid_ <= 0) return false;
+    int status = 0;
+    if (waitpid(pid_, &status, WNOHANG) == pid_) {
+      *why = WIFEXITED(status) ? absl::StrCat("exited with ", WEXITSTATUS(status))
+                               : absl::StrCat("killed by signal ", WTERMSIG(status));
+      pid_ = -1;
+      return false;
+    }
+    return true;
+  }
+
+  std::string LogTail() const {
+    std::ifstream in(log_path_);
+    std::vector<std::string> lines;
+    std::string line;
+    while (std::getline(in, line)) lines.push_back(line);
+    const size_t from = lines.size() > 20 ? lines.size() - 20 : 0;
+    return absl::StrJoin(lines.begin() + static_cast<long>(from), lines.end(), "\n");
+  }
+
+  void Stop() {
+    if (pid_ <= 0) return;
+    kill(pid_, SIGTERM);
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+  fs::path log_path_;
+};
+
+using Stub = inference::GRPCInferenceService::Stub;
+
+// A unary call whose request names a model, with a 10 s deadline.
+template <typename Request, typename Response>
+grpc::Status CallForModel(Stub& stub,
+                          grpc::Status (Stub::*method)(grpc::ClientContext*, const Request&,
+                                                       Response*),
+                          const std::string& model, Response* response) {
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
+  Request request;
+  request.set_name(model);
+  return (stub.*method)(&context, request, response);
+}
+
+// Waits (blocking RPCs with wait_for_ready, no sleeps) until ServerReady and ModelReady of every
+// model answer true; dies with the server's log when it exits or does not get ready in time.
+void WaitUntilReady(ServerProcess& server, Stub& stub, const std::vector<std::string>& models) {
+  const auto give_up = Clock::now() + std::chrono::seconds(120);
+  const auto fail = [&](const std::string& why) {
+    Die(absl::StrCat("server not ready: ", why, "\n--- server log ---\n", server.LogTail()));
+  };
+  bool ready = false;
+  while (!ready) {
+    std::string why;
+    if (!server.Running(&why)) fail(why);
+    if (Clock::now() > give_up) fail("no answer in 120 s");
+    grpc::ClientContext context;
+    context.set_wait_for_ready(true);
+    context.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(500));
+    inference::ServerReadyResponse response;
+    const grpc::Status status =
+        stub.ServerReady(&context, inference::ServerReadyRequest(), &response);
+    ready = status.ok() && response.ready();
+    if (status.ok() && !response.ready()) fail("ServerReady answered false");
+  }
+  for (const auto& model : models) {
+    inference::ModelReadyResponse response;
+    const grpc::Status status = CallForModel(stub, &Stub::ModelReady, model, &response);
+    if (!status.ok() || !response.ready()) {
+      fail(absl::StrCat("model '", model, "' is not ready (", status.error_message(), ")"));
+    }
+  }
+}
+
+struct ServerStats {
+  uint64_t executions = 0, inferences = 0, queue_ns = 0, queue_count = 0;
+  uint64_t batch_infer_ns = 0, batch_images = 0;  // from batch_stats: per execution
+};
+
+ServerStats ReadServerStats(Stub& stub, const std::string& model) {
+  inference::ModelStatisticsResponse response;
+  const grpc::Status status = CallForModel(stub, &Stub::ModelStatistics, model, &response);
+  if (!status.ok()) Die("ModelStatistics failed: " + status.error_message());
+  ServerStats stats;
+  for (const auto& s : response.model_stats()) {
+    stats.executions += s.execution_count();
+    stats.inferences += s.inference_count();
+    for (const auto& b : s.batch_stats()) {
+      stats.batch_infer_ns += b.compute_infer().ns();
+      stats.batch_images += b.batch_size() * b.compute_infer().count();
+    }
+    stats.queue_ns += s.inference_stats().queue().ns();
+    stats.queue_count += s.inference_stats().queue().count();
+  }
+  return stats;
+}
+
+// One closed-loop phase against the server.
+struct Phase {
+  int concurrency = 0;
+  double seconds = 0;
+  uint64_t requests = 0;
+  double p50_us = 0, p99_us = 0, images_per_s = 0;
+  double client_cores = 0, server_cores = 0, server_grpc_cores = 0, machine_cores = 0;
+  double client_cpu_us_per_request = 0, server_cpu_us_per_request = 0;
+  double avg_batch = 0, infer_us_per_image = 0, queue_us = 0;
+};
+
+template <typename Response>
+struct Call {
+  grpc::ClientContext context;
+  Response response;
+  grpc::Status status;
+  std::unique_ptr<grpc::ClientAsyncResponseReader<Response>> reader;
+  Clock::time_point sent;
+};
+
+template <typename Request, typename Response>
+using AsyncMethod = std::function<std::unique_ptr<grpc::ClientAsyncResponseReader<Response>>(
+    grpc::ClientContext*, const Request&, grpc::CompletionQueue*)>;
+
+// `concurrency` calls in flight on one completion queue, each replaced as soon as it completes,
+// until `seconds` have passed; then drains. Dies on a failed call or an answer `valid` rejects.
+// Returns per-request latencies in microseconds.
+template <typename Request, typename Response>
+std::vector<double> DriveClosedLoop(const AsyncMethod<Request, Response>& method,
+                                    const std::vector<Request>& requests, int concurrency,
+                                    double seconds,
+                                    const std::function<bool(const Response&)>& valid) {
+  grpc::CompletionQueue queue;
+  std::vector<double> latencies_us;
+  size_t next = 0;
+  int in_flight = 0;
+  const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(seconds));
+  const auto start_call = [&] {
+    auto* call = new Call<Response>();
+    call->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(30));
+    call->sent = Clock::now();
+    call->reader = method(&call->context, requests[next++ % requests.size()], &queue);
+    call->reader->Finish(&call->response, &call->status, call);
+    ++in_flight;
+  };
+  for (int c = 0; c < concurrency; ++c) start_call();
+  void* tag = nullptr;
+  bool ok = false;
+  while (in_flight > 0 && queue.Next(&tag, &ok)) {
+    std::unique_ptr<Call<Response>> call(static_cast<Call<Response>*>(tag));
+    const auto now = Clock::now();
+    --in_flight;
+    if (!ok || !call->status.ok()) {
+      Die(absl::StrCat("call failed: ", call->status.error_code(), " ",
+                       call->status.error_message()));
+    }
+    if (!valid(call->response)) Die("unexpected answer: " + call->response.ShortDebugString());
+    latencies_us.push_back(std::chrono::duration<double, std::micro>(now - call->sent).count());
+    if (now < end) start_call();
+  }
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  return latencies_us;
+}
+
+std::vector<double> DriveInfer(Stub& stub,
+                               const std::vector<inference::ModelInferRequest>& requests,
+                               int concurrency, double seconds, size_t expected_output_bytes) {
+  return DriveClosedLoop<inference::ModelInferRequest, inference::ModelInferResponse>(
+      [&](grpc::ClientContext* context, const inference::ModelInferRequest& request,
+          grpc::CompletionQueue* queue) { return stub.AsyncModelInfer(context, request, queue); },
+      requests, concurrency, seconds,
+      [&](const inference::ModelInferResponse& response) {
+        return response.raw_output_contents_size() == 1 &&
+               response.raw_output_contents(0).size() == expected_output_bytes;
+      });
+}
+
+// The floor of any RPC on this machine: ServerLive (empty request, one bool back) at
+// concurrency 1.
+struct Floor {
+  double p50_us = 0, p99_us = 0;
+  double client_cpu_us = 0, server_cpu_us = 0;  // per call
+};
+
+Floor MeasureRpcFloor(Stub& stub, pid_t server_pid, double seconds) {
+  const std::vector<inference::ServerLiveRequest> requests(1);
+  const AsyncMethod<inference::ServerLiveRequest, inference::ServerLiveResponse> live =
+      [&](grpc::ClientContext* context, const inference::ServerLiveRequest& request,
+          grpc::CompletionQueue* queue) { return stub.AsyncServerLive(context, request, queue); };
+  const std::function<bool(const inference::ServerLiveResponse&)> valid =
+      [](const inference::ServerLiveResponse& r) { return r.live(); };
+  DriveClosedLoop(live, requests, 1, 0.1, valid);
+  const CpuMark before = MarkCpu(server_pid);
+  const std::vector<double> latencies = DriveClosedLoop(live, requests, 1, seconds, valid);
+  const CpuMark after = MarkCpu(server_pid);
+  const double calls = static_cast<double>(latencies.size());
+  return {Percentile(latencies, 0.5), Percentile(latencies, 0.99),
+          (after.client - before.client) * 1e6 / calls,
+          (after.server.total() - before.server.total()) * 1e6 / calls};
+}
+
+Phase RunPhase(Stub& stub, pid_t server_pid, const std::string& model,
+               const std::vector<inference::ModelInferRequest>& requests, int concurrency,
+               double seconds, size_t expected_output_bytes) {
+  DriveInfer(stub, requests, concurrency, 0.15, expected_output_bytes);  // warm-up
+  const ServerStats before = ReadServerStats(stub, model);
+  const CpuMark mark = MarkCpu(server_pid);
+  const std::vector<double> latencies =
+      DriveInfer(stub, requests, concurrency, seconds, expected_output_bytes);
+  const CpuMark after = MarkCpu(server_pid);
+  const ServerStats stats = ReadServerStats(stub, model);
+
+  Phase phase;
+  phase.concurrency = concurrency;
+  phase.seconds = std::chrono::duration<double>(after.at - mark.at).count();
+  phase.requests = latencies.size();
+  phase.p50_us = Percentile(latencies, 0.5);
+  phase.p99_us = Percentile(latencies, 0.99);
+  phase.images_per_s = static_cast<double>(phase.requests) / phase.seconds;
+  const double client = after.client - mark.client;
+  const double server = after.server.total() - mark.server.total();
+  phase.client_cores = client / phase.seconds;
+  phase.server_cores = server / phase.seconds;
+  phase.server_grpc_cores = (after.server.grpc - mark.server.grpc) / phase.seconds;
+  phase.machine_cores = (after.machine - mark.machine) / phase.seconds;
+  phase.client_cpu_us_per_request = client * 1e6 / static_cast<double>(phase.requests);
+  phase.server_cpu_us_per_request = server * 1e6 / static_cast<double>(phase.requests);
+  const uint64_t executions = stats.executions - before.executions;
+  const uint64_t inferences = stats.inferences - before.inferences;
+  phase.avg_batch = executions ? static_cast<double>(inferences) / executions : 0;
+  const uint64_t images = stats.batch_images - before.batch_images;
+  phase.infer_us_per_image =
+      images ? (stats.batch_infer_ns - before.batch_infer_ns) / 1e3 / images : 0;
+  const uint64_t queued = stats.queue_count - before.queue_count;
+  phase.queue_us = queued ? (stats.queue_ns - before.queue_ns) / 1e3 / queued : 0;
+  return phase;
+}
+
+// A request for one image of `model`: input 0 as `datatype` with `raw` as its raw contents.
+inference::ModelInferRequest OneImageRequest(const convserve::repository::ModelVersion& model,
+                                             const std::string& datatype, std::string raw) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model.name);
+  auto* input = request.add_inputs();
+  input->set_name(model.config.input(0).name());
+  input->set_datatype(datatype);
+  input->add_shape(1);
+  if (datatype != "BYTES") {
+    for (int64_t d : model.config.input(0).dims()) input->add_shape(d);
+  }
+  request.add_raw_input_contents(std::move(raw));
+  return request;
+}
+
+inference::ModelInferRequest Fp32Request(const convserve::repository::ModelVersion& model,
+                                         const std::vector<float>& image) {
+  return OneImageRequest(
+      model, "FP32",
+      std::string(reinterpret_cast<const char*>(image.data()), image.size() * sizeof(float)));
+}
+
+// A PNG file as a BYTES element: 4-byte little-endian length, then the bytes.
+inference::ModelInferRequest PngRequest(const convserve::repository::ModelVersion& model,
+                                        const std::string& png) {
+  const uint32_t length = static_cast<uint32_t>(png.size());
+  return OneImageRequest(model, "BYTES",
+                         std::string(reinterpret_cast<const char*>(&length), 4) + png);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Orchestration and results.
+
+struct Options {
+  std::string server;
+  std::string repository = "models/repository";
+  std::string models = "fashion-k3,fashion-sep,fashion-mlp";
+  std::string threads = "1,2";
+  int rounds = 5;
+  double seconds = 1.0;
+  std::string png = "tests/data/images/t10k-00000_label-9_ankle-boot.png";
+  std::string png_models = "fashion-k3";
+  std::string out = "bench/SERVER.md";
+  std::string json;
+};
+
+// One (model, threads) configuration over all rounds.
+struct Row {
+  std::string model;
+  int threads = 0;
+  int64_t max_batch = 0;
+  double check_max_abs_diff = 0;
+  std::vector<EngineRound> engine;
+  std::vector<Phase> c1, c8, png_c1, png_c8;
+  std::vector<Floor> floor;  // ServerLive at concurrency 1, measured just before c1
+};
+
+std::vector<double> Collect(size_t n, const std::function<double(size_t)>& at) {
+  std::vector<double> values;
+  for (size_t i = 0; i < n; ++i) values.push_back(at(i));
+  return values;
+}
+
+std::string Cell(const Spread& s, int digits) {
+  return absl::StrCat(Fixed(s.median, digits), " (", Fixed(s.best, digits), ")");
+}
+
+struct Summary {  // what the tables show for one row and one input kind
+  Spread engine_p50, engine_p99, server_p50, server_p99, overhead_p50, overhead_p99;
+  Spread floor_p50, floor_p99, floor_client_cpu, floor_server_cpu;
+  Spread c1_infer_us, c1_client_us, c1_server_us;
+  Spread engine_best, engine_at_max_c, server_ips, ratio, ceiling;
+  Spread avg_batch, infer_us, queue_us, client_cores, server_cores, server_grpc_cores, other_cores,
+      client_us, server_us;
+  int64_t best_batch = 0;
+};
+
+Summary Summarize(const Row& row, const std::vector<Phase>& c1, const std::vector<Phase>& c8) {
+  Summary s;
+  const size_t n = std::min({row.engine.size(), c1.size(), c8.size()});
+  const auto& e = row.engine;
+  s.engine_p50 = SpreadOf(Collect(n, [&](size_t i) { return e[i].p50_us; }), true);
+  s.engine_p99 = SpreadOf(Collect(n, [&](size_t i) { return e[i].p99_us; }), true);
+  s.server_p50 = SpreadOf(Collect(n, [&](size_t i) { return c1[i].p50_us; }), true);
+  s.server_p99 = SpreadOf(Collect(n, [&](size_t i) { return c1[i].p99_us; }), true);
+  s.overhead_p50 = SpreadOf(Collect(n, [&](size_t i) { return c1[i].p50_us - e[i].p50_us; }), true);
+  s.overhead_p99 = SpreadOf(Collect(n, [&](size_t i) { return c1[i].p99_us - e[i].p99_us; }), true);
+  s.floor_p50 = SpreadOf(Collect(n, [&](size_t i) { return row.floor[i].p50_us; }), true);
+  s.floor_p99 = SpreadOf(Collect(n, [&](size_t i) { return row.floor[i].p99_us; }), true);
+  s.floor_client_cpu =
+      SpreadOf(Collect(n, [&](size_t i) { return row.floor[i].client_cpu_us; }), true);
+  s.floor_server_cpu =
+      SpreadOf(Collect(n, [&](size_t i) { return row.floor[i].server_cpu_us; }), true);
+  s.c1_infer_us = SpreadOf(Collect(n, [&](size_t i) { return c1[i].infer_us_per_image; }), true);
+  s.c1_client_us =
+      SpreadOf(Collect(n, [&](size_t i) { return c1[i].client_cpu_us_per_request; }), true);
+  s.c1_server_us =
+      SpreadOf(Collect(n, [&](size_t i) { return c1[i].server_cpu_us_per_request; }), true);
+  s.engine_best = SpreadOf(Collect(n, [&](size_t i) { return e[i].best_images_per_s; }), false);
+  s.engine_at_max_c = SpreadOf(
+      Collect(n, [&](size_t i) { return e[i].ImagesPerSAt(kThroughputConcurrency); }), false);
+  s.ceiling =
+      SpreadOf(Collect(n,
+                       [&](size_t i) {
+                         return e[i].ImagesPerSAt(kThroughputConcurrency) / e[i].best_images_per_s;
+                       }),
+               false);
+  s.server_ips = SpreadOf(Collect(n, [&](size_t i) { return c8[i].images_per_s; }), false);
+  s.ratio = SpreadOf(
+      Collect(n, [&](size_t i) { return c8[i].images_per_s / e[i].best_images_per_s; }), false);
+  const auto c8_spread = [&](double Phase::*field, bool lower) {
+    return SpreadOf(Collect(n, [&](size_t i) { return c8[i].*field; }), lower);
+  };
+  s.avg_batch = c8_spread(&Phase::avg_batch, false);
+  s.infer_us = c8_spread(&Phase::infer_us_per_image, true);
+  s.queue_us = c8_spread(&Phase::queue_us, true);
+  s.client_cores = c8_spread(&Phase::client_cores, true);
+  s.server_cores = c8_spread(&Phase::server_cores, true);
+  s.server_grpc_cores = c8_spread(&Phase::server_grpc_cores, true);
+  s.client_us = c8_spread(&Phase::client_cpu_us_per_request, true);
+  s.server_us = c8_spread(&Phase::server_cpu_us_per_request, true);
+  s.other_cores = SpreadOf(
+      Collect(n,
+              [&](size_t i) {
+                return std::max(0.0, c8[i].machine_cores - c8[i].client_cores - c8[i].server_cores);
+              }),
+      true);
+  std::map<int64_t, int> votes;
+  for (size_t i = 0; i < n; ++i) ++votes[e[i].best_batch];
+  int most = 0;
+  for (const auto& [b, count] : votes) {
+    if (count > most) {
+      most = count;
+      s.best_batch = b;
+    }
+  }
+  return s;
+}
+
+// {"key": value, ...} from already formatted values.
+std::string JsonObject(std::initializer_list<std::pair<std::string, std::string>> fields) {
+  std::string out = "{";
+  for (const auto& [key, value] : fields) {
+    absl::StrAppend(&out, out.size() > 1 ? ", " : "", JsonString(key), ": ", value);
+  }
+  return out + "}";
+}
+
+std::string PhaseJson(const Phase& p) {
+  return JsonObject({{"concurrency", std::to_string(p.concurrency)},
+                     {"seconds", JsonNumber(p.seconds)},
+                     {"requests", std::to_string(p.requests)},
+                     {"p50_us", JsonNumber(p.p50_us)},
+                     {"p99_us", JsonNumber(p.p99_us)},
+                     {"images_per_s", JsonNumber(p.images_per_s)},
+                     {"avg_batch", JsonNumber(p.avg_batch)},
+                     {"server_infer_us_per_image", JsonNumber(p.infer_us_per_image)},
+                     {"server_queue_us", JsonNumber(p.queue_us)},
+                     {"client_cpu_cores", JsonNumber(p.client_cores)},
+                     {"server_cpu_cores", JsonNumber(p.server_cores)},
+                     {"server_grpc_thread_cpu_cores", JsonNumber(p.server_grpc_cores)},
+                     {"machine_busy_cores", JsonNumber(p.machine_cores)},
+                     {"client_cpu_us_per_request", JsonNumber(p.client_cpu_us_per_request)},
+                     {"server_cpu_us_per_request", JsonNumber(p.server_cpu_us_per_request)}});
+}
+
+std::string SpreadJson(const Spread& s) {
+  return JsonObject({{"median", JsonNumber(s.median)}, {"best", JsonNumber(s.best)}});
+}
+
+std::string SummaryJson(const Summary& s) {
+  const std::string c = std::to_string(kThroughputConcurrency);
+  return JsonObject(
+      {{"engine_p50_us", SpreadJson(s.engine_p50)},
+       {"engine_p99_us", SpreadJson(s.engine_p99)},
+       {"server_p50_us", SpreadJson(s.server_p50)},
+       {"server_p99_us", SpreadJson(s.server_p99)},
+       {"overhead_p50_us", SpreadJson(s.overhead_p50)},
+       {"overhead_p99_us", SpreadJson(s.overhead_p99)},
+       {"rpc_floor_server_live_p50_us", SpreadJson(s.floor_p50)},
+       {"rpc_floor_server_live_p99_us", SpreadJson(s.floor_p99)},
+       {"server_compute_infer_us_c1", SpreadJson(s.c1_infer_us)},
+       {"engine_best_images_per_s", SpreadJson(s.engine_best)},
+       {"engine_best_batch", std::to_string(s.best_batch)},
+       {"engine_images_per_s_at_batch_" + c, SpreadJson(s.engine_at_max_c)},
+       {"server_images_per_s_c" + c, SpreadJson(s.server_ips)},
+       {"server_avg_batch_c" + c, SpreadJson(s.avg_batch)},
+       {"throughput_ratio", SpreadJson(s.ratio)},
+       {"overhead_p50_target_met", s.overhead_p50.median <= kOverheadTargetUs ? "true" : "false"},
+       {"throughput_target_met", s.ratio.median >= kThroughputTarget ? "true" : "false"}});
+}
+
+struct Context {
+  Options options;
+  std::string command_line, date, cpu, simd, kernel, onednn;
+  int cores = 0;
+  double wall_seconds = 0;
+};
+
+void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::string& path) {
+  std::ofstream out(path);
+  out << "{\n  \"date\": " << JsonString(ctx.date)
+      << ",\n  \"machine\": {\"cpu\": " << JsonString(ctx.cpu) << ", \"cores\": " << ctx.cores
+      << ", \"simd_flags\": " << JsonString(ctx.simd) << ", \"kernel\": " << JsonString(ctx.kernel)
+      << ", \"onednn\": " << JsonString(ctx.onednn) << "},\n"
+      << "  \"command\": " << JsonString(ctx.command_line)
+      << ",\n  \"config\": {\"rounds\": " << ctx.options.rounds
+      << ", \"seconds_per_phase\": " << ctx.options.seconds
+      << ", \"threads\": " << JsonString(ctx.options.threads)
+      << ", \"models\": " << JsonString(ctx.options.models)
+      << ", \"png\": " << JsonString(ctx.options.png)
+      << ", \"throughput_concurrency\": " << kThroughputConcurrency
+      << ", \"targets\": {\"overhead_p50_us_max\": " << kOverheadTargetUs
+      << ", \"throughput_ratio_min\": " << kThroughputTarget << "}},\n"
+      << "  \"wall_seconds\": " << JsonNumber(ctx.wall_seconds) << ",\n  \"rows\": [";
+  for (size_t r = 0; r < rows.size(); ++r) {
+    const Row& row = rows[r];
+    out << (r ? ",\n" : "\n") << "    {\"model\": " << JsonString(row.model)
+        << ", \"threads\": " << row.threads << ", \"max_batch_size\": " << row.max_batch
+        << ", \"server_vs_engine_max_abs_diff\": " << JsonNumber(row.check_max_abs_diff)
+        << ",\n     \"fp32\": " << SummaryJson(Summarize(row, row.c1, row.c8));
+    if (!row.png_c1.empty()) {
+      out << ",\n     \"png\": " << SummaryJson(Summarize(row, row.png_c1, row.png_c8));
+    }
+    out << ",\n     \"rounds\": [";
+    for (size_t i = 0; i < row.engine.size(); ++i) {
+      const EngineRound& e = row.engine[i];
+      out << (i ? ",\n" : "\n") << "       {\"engine\": {\"p50_us\": " << JsonNumber(e.p50_us)
+          << ", \"p99_us\": " << JsonNumber(e.p99_us) << ", \"latency_runs\": " << e.latency_runs
+          << ", \"rpc_floor_p50_us\": " << JsonNumber(row.floor[i].p50_us)
+          << ", \"rpc_floor_p99_us\": " << JsonNumber(row.floor[i].p99_us)
+          << ", \"rpc_floor_client_cpu_us\": " << JsonNumber(row.floor[i].client_cpu_us)
+          << ", \"rpc_floor_server_cpu_us\": " << JsonNumber(row.floor[i].server_cpu_us)
+          << ", \"images_per_s\": {";
+      for (size_t k = 0; k < e.images_per_s.size(); ++k) {
+        out << (k ? ", " : "") << "\"" << e.images_per_s[k].first
+            << "\": " << JsonNumber(e.images_per_s[k].second);
+      }
+      out << "}},\n        \"server_c1\": " << PhaseJson(row.c1[i])
+          << ",\n        \"server_c8\": " << PhaseJson(row.c8[i]);
+      if (i < row.png_c1.size()) {
+        out << ",\n        \"server_png_c1\": " << PhaseJson(row.png_c1[i])
+            << ",\n        \"server_png_c8\": " << PhaseJson(row.png_c8[i]);
+      }
+      out << "}";
+    }
+    out << "]}";
+  }
+  out << "\n  ]\n}\n";
+}
+
+void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::string& path) {
+  std::ofstream out(path);
+  const Options& o = ctx.options;
+  out << "# Server benchmark: convserve-server over loopback against the engine in-process\n\n"
+      << "Generated by `" << kDriverCommand << "` (this run: `" << ctx.command_line << "`) on "
+      << ctx.date << ", " << ctx.cpu << ", " << ctx.cores << " cores, SIMD flags: " << ctx.simd
+      << ", oneDNN " << ctx.onednn << ", Linux " << ctx.kernel
+      << ". Full run: " << Fixed(ctx.wall_seconds, 0)
+      << " s. Raw numbers per round: `server_results.json`.\n\n"
+      << "Method: one `convserve-server` child per thread count (`--grpc-address 127.0.0.1 "
+         "--grpc-port <free port> --metrics-port 0 --threads T --log-level warn`, the bundled "
+         "configs: dynamic batching, max_queue_delay 500 us, one instance), readiness by "
+         "ServerReady/ModelReady RPCs. "
+      << o.rounds << " interleaved rounds; in each, for each model: the engine in this process "
+      << "(same model files, loaded by the repository code the server uses, `Plan::Run` with T "
+         "OpenMP threads: batch 1 back to back for "
+      << Fixed(o.seconds, 1) << " s, then every batch size 1, 2, 4, ... max_batch_size for "
+      << Fixed(o.seconds / 4, 2) << " s each), then the server: concurrency 1 closed loop for "
+      << Fixed(o.seconds, 1) << " s (one FP32 28x28 image in `raw_input_contents`, logits back "
+      << "raw), then concurrency " << kThroughputConcurrency << " closed loop for "
+      << Fixed(o.seconds, 1) << " s (" << kThroughputConcurrency
+      << " calls in flight on one gRPC completion queue, one client thread); each server phase "
+         "after 0.15 s of warm-up. Overhead = server latency - engine batch-1 latency of the same "
+         "round. Throughput ratio = server images/s at concurrency "
+      << kThroughputConcurrency
+      << " / the engine's best images/s over batch sizes in the same round. Cells: median over "
+         "rounds (best round). Targets (issue #4): overhead p50 <= "
+      << Fixed(kOverheadTargetUs, 0) << " us, ratio >= " << Fixed(kThroughputTarget * 100, 0)
+      << "%.\n\n";
+
+  out << "## Overhead per request, concurrency 1\n\n"
+      << "| model | input | threads | engine p50 us | engine p99 us | server p50 us | server p99 "
+         "us | overhead p50 us | overhead p99 us | p50 target | RPC floor p50 / p99 us |\n"
+      << "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|\n";
+  const auto latency_row = [&](const Row& row, const std::string& input, const Summary& s) {
+    out << "| " << row.model << " | " << input << " | " << row.threads << " | "
+        << Cell(s.engine_p50, 0) << " | " << Cell(s.engine_p99, 0) << " | " << Cell(s.server_p50, 0)
+        << " | " << Cell(s.server_p99, 0) << " | " << Cell(s.overhead_p50, 0) << " | "
+        << Cell(s.overhead_p99, 0) << " | "
+        << (s.overhead_p50.median <= kOverheadTargetUs ? "met" : "**missed**") << " | "
+        << Fixed(s.floor_p50.median, 0) << " / " << Fixed(s.floor_p99.median, 0) << " |\n";
+  };
+  for (const Row& row : rows) {
+    latency_row(row, "FP32", Summarize(row, row.c1, row.c8));
+    if (!row.png_c1.empty()) {
+      latency_row(row, "PNG (BYTES, decoded by the server)",
+                  Summarize(row, row.png_c1, row.png_c8));
+    }
+  }
+
+  out << "\nRPC floor: `ServerLive` (empty request, one bool back) at concurrency 1 against the "
+         "same server in the same round, i.e. what any unary gRPC call costs on this machine "
+         "with no model work at all.\n";
+  out << "\nWhere the concurrency-1 time goes (FP32, medians over rounds): the server's own "
+         "compute time per request (ModelStatistics compute_infer), and CPU microseconds per "
+         "request of the server process and of this client, next to the same for `ServerLive`.\n\n"
+      << "| model | threads | engine p50 us | server compute_infer us | ModelInfer: server CPU "
+         "us/req | client CPU us/req | ServerLive: p50 us | server CPU us/call | client CPU "
+         "us/call |\n"
+      << "|---|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const Row& row : rows) {
+    const Summary s = Summarize(row, row.c1, row.c8);
+    out << "| " << row.model << " | " << row.threads << " | " << Fixed(s.engine_p50.median, 0)
+        << " | " << Fixed(s.c1_infer_us.median, 0) << " | " << Fixed(s.c1_server_us.median, 0)
+        << " | " << Fixed(s.c1_client_us.median, 0) << " | " << Fixed(s.floor_p50.median, 0)
+        << " | " << Fixed(s.floor_server_cpu.median, 0) << " | "
+        << Fixed(s.floor_client_cpu.median, 0) << " |\n";
+  }
+  out << "\n## Throughput, concurrency " << kThroughputConcurrency << " with dynamic batching\n\n"
+      << "| model | input | threads | engine best img/s (batch) | engine img/s at batch "
+      << kThroughputConcurrency << " | server img/s | ratio | target | batch formed | "
+      << "ceiling at batch " << kThroughputConcurrency << " |\n"
+      << "|---|---|---:|---:|---:|---:|---:|---|---:|---:|\n";
+  const auto throughput_row = [&](const Row& row, const std::string& input, const Summary& s) {
+    out << "| " << row.model << " | " << input << " | " << row.threads << " | "
+        << Cell(s.engine_best, 0) << " (" << s.best_batch << ") | " << Cell(s.engine_at_max_c, 0)
+        << " | " << Cell(s.server_ips, 0) << " | " << Fixed(s.ratio.median * 100, 0) << "% ("
+        << Fixed(s.ratio.best * 100, 0) << "%) | "
+        << (s.ratio.median >= kThroughputTarget ? "met" : "**missed**") << " | "
+        << Cell(s.avg_batch, 2) << " | " << Fixed(s.ceiling.median * 100, 0) << "% |\n";
+  };
+  for (const Row& row : rows) {
+    throughput_row(row, "FP32", Summarize(row, row.c1, row.c8));
+    if (!row.png_c1.empty()) throughput_row(row, "PNG", Summarize(row, row.png_c1, row.png_c8));
+  }
+  out << "\n\"batch formed\": mean batch the server executed (ModelStatistics: inference_count / "
+         "execution_count). \"ceiling at batch "
+      << kThroughputConcurrency << "\": the engine's own images/s at batch "
+      << kThroughputConcurrency << " / its best, i.e. the ratio a server with zero overhead "
+      << "would reach with " << kThroughputConcurrency << " requests of one image in flight.\n";
+
+  out << "\n## Where the CPU goes at concurrency " << kThroughputConcurrency << " (FP32)\n\n"
+      << "CPU time over the measured phase, in cores (CPU seconds per second), and per request. "
+         "Client = this process (getrusage: the load generator and its gRPC threads); server = "
+         "the child (/proc/PID/task/*/stat), of which gRPC = threads named by gRPC; other = the "
+         "rest of the machine (/proc/stat busy minus both), i.e. other users of this shared "
+         "machine. The engine column is the server's own compute_infer time per image "
+         "(ModelStatistics).\n\n"
+      << "| model | threads | client cores | client us/req | server cores | of which gRPC "
+         "threads | server us/req | other cores | server infer us/img | engine us/img at batch "
+      << kThroughputConcurrency << " | queue us |\n"
+      << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  for (const Row& row : rows) {
+    const Summary s = Summarize(row, row.c1, row.c8);
+    out << "| " << row.model << " | " << row.threads << " | " << Fixed(s.client_cores.median, 2)
+        << " | " << Fixed(s.client_us.median, 0) << " | " << Fixed(s.server_cores.median, 2)
+        << " | " << Fixed(s.server_grpc_cores.median, 2) << " | " << Fixed(s.server_us.median, 0)
+        << " | " << Fixed(s.other_cores.median, 2) << " | " << Fixed(s.infer_us.median, 1) << " | "
+        << Fixed(1e6 / s.engine_at_max_c.median, 1) << " | " << Fixed(s.queue_us.median, 0)
+        << " |\n";
+  }
+
+  out << "\n## What limits it (from the numbers above)\n\n";
+  for (const Row& row : rows) {
+    const Summary s = Summarize(row, row.c1, row.c8);
+    const double engine_us_per_image = 1e6 / s.engine_best.median;
+    const double cpu_per_image = s.client_us.median + s.server_us.median;
+    out << "- " << row.model << ", " << row.threads << " thread(s): engine batch-1 p50 "
+        << Fixed(s.engine_p50.median, 0) << " us, server p50 " << Fixed(s.server_p50.median, 0)
+        << " us: overhead " << Fixed(s.overhead_p50.median, 0) << " us at p50. At concurrency "
+        << kThroughputConcurrency << " the server formed batches of "
+        << Fixed(s.avg_batch.median, 1) << " and spent " << Fixed(s.server_us.median, 0)
+        << " us of CPU per request (compute included), the client " << Fixed(s.client_us.median, 0)
+        << " us; together " << Fixed(cpu_per_image, 0)
+        << " us of CPU per image against the engine's best " << Fixed(engine_us_per_image, 1)
+        << " us per image (batch " << s.best_batch << ", wall time with " << row.threads
+        << " thread(s)). The " << Fixed(s.client_cores.median + s.server_cores.median, 2)
+        << " cores used by client and server together (of " << ctx.cores << ", others used "
+        << Fixed(s.other_cores.median, 2) << ") put the bound at about "
+        << Fixed(ctx.cores * 1e6 / cpu_per_image, 0) << " img/s if all " << ctx.cores
+        << " cores went to this; measured " << Fixed(s.server_ips.median, 0)
+        << " img/s = " << Fixed(s.ratio.median * 100, 0) << "% of the engine.\n";
+  }
+  out << "\nOn this 2-core machine the load generator runs on the same cores as the server, so "
+         "every microsecond of client CPU per request is taken from the server; the client "
+         "columns above say how much. A request of one 28x28 image is tiny (3136 bytes in, 40 "
+         "out), so per-request costs (HTTP/2 framing, protobuf, thread hand-offs between gRPC's "
+         "threads and the scheduler's worker) and not bandwidth decide both numbers.\n";
+}
+
+std::vector<std::string> SplitList(const std::string& text) {
+  std::vector<std::string> items;
+  for (absl::string_view item : absl::StrSplit(text, ',', absl::SkipEmpty())) {
+    items.emplace_back(item);
+  }
+  return items;
+}
+
+std::string ReadFileOrDie(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) Die("cannot read " + path);
+  std::ostringstream data;
+  data << in.rdbuf();
+  return data.str();
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Options options;
+  CLI::App app{"convserve-server-bench: server over loopback vs the engine in-process"};
+  app.add_option("--server", options.server, "Path of the convserve-server binary")->required();
+  app.add_option("--repository", options.repository, "Model repository")->capture_default_str();
+  app.add_option("--models", options.models, "Comma-separated models")->capture_default_str();
+  app.add_option("--threads", options.threads,
+                 "Comma-separated thread counts (server --threads "
+                 "= engine threads)")
+      ->capture_default_str();
+  app.add_option("--rounds", options.rounds, "Interleaved rounds")
+      ->check(CLI::Range(1, 50))
+      ->capture_default_str();
+  app.add_option("--seconds", options.seconds, "Seconds per measured phase")
+      ->check(CLI::Range(0.1, 30.0))
+      ->capture_default_str();
+  app.add_option("--png", options.png, "PNG sent as a BYTES input (empty: no PNG rows)")
+      ->capture_default_str();
+  app.add_option("--png-models", options.png_models, "Models that also get the PNG rows")
+      ->capture_default_str();
+  app.add_option("--out", options.out, "Markdown report")->capture_default_str();
+  app.add_option("--json", options.json,
+                 "JSON results (default: server_results.json beside --out)");
+  CLI11_PARSE(app, argc, argv);
+  if (options.json.empty()) {
+    options.json = (fs::path(options.out).parent_path() / "server_results.json").string();
+  }
+  for (const std::string& path : {options.out, options.json}) {
+    std::error_code ec;
+    const fs::path parent = fs::path(path).parent_path();
+    if (!parent.empty()) fs::create_directories(parent, ec);
+    if (!std::ofstream(path, std::ios::app)) Die("cannot write " + path);
+  }
+
+  Context ctx;
+  ctx.options = options;
+  ctx.command_line = absl::StrJoin(argv, argv + argc, " ");
+  ctx.date = UtcNow();
+  ctx.cpu = CpuInfoField("model name");
+  ctx.simd = SimdFlags();
+  ctx.cores = static_cast<int>(std::thread::hardware_concurrency());
+  utsname name{};
+  uname(&name);
+  ctx.kernel = name.release;
+  const dnnl_version_t* version = dnnl_version();
+  ctx.onednn = absl::StrCat(version->major, ".", version->minor, ".", version->patch);
+  const auto started = Clock::now();
+
+  // The engine measurements run on this thread: same denormal handling as a server worker.
+  _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+  _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+
+  const std::vector<std::string> models = SplitList(options.models);
+  const std::vector<std::string> png_models = SplitList(options.png_models);
+  std::vector<int> thread_counts;
+  for (const auto& t : SplitList(options.threads)) thread_counts.push_back(std::stoi(t));
+  const std::string png = options.png.empty() ? "" : ReadFileOrDie(options.png);
+
+  std::map<std::string, std::unique_ptr<EngineBench>> engines;
+  for (const auto& model : models) {
+    engines[model] = EngineBench::Load(options.repository, model, 16);
+  }
+
+  std::vector<Row> rows;
+  for (int threads : thread_counts) {
+    const int port = FreeLoopbackPort();
+    const fs::path log =
+        fs::temp_directory_path() / absl::StrCat("convserve-server-bench-", getpid(), ".log");
+    std::cerr << "threads " << threads << ": starting " << options.server
+              << " on 127.0.0.1:" << port << " (log " << log.string() << ")" << std::endl;
+    ServerProcess server(options.server,
+                         {"--grpc-address", "127.0.0.1", "--grpc-port", std::to_string(port),
+                          "--metrics-port", "0", "--threads", std::to_string(threads),
+                          "--model-repository", options.repository, "--log-level", "warn"},
+                         log);
+    grpc::ChannelArguments channel_args;
+    channel_args.SetMaxReceiveMessageSize(-1);
+    auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),
+                                             grpc::InsecureChannelCredentials(), channel_args);
+    auto stub = inference::GRPCInferenceService::NewStub(channel);
+    WaitUntilReady(server, *stub, models);
+
+    const size_t first_row = rows.size();
+    std::map<std::string, std::vector<inference::ModelInferRequest>> fp32_requests, png_requests;
+    for (const auto& model : models) {
+      const EngineBench& engine = *engines[model];
+      Row row;
+      row.model = model;
+      row.threads = threads;
+      row.max_batch = engine.max_batch();
+      for (const auto& image : engine.images()) {
+        fp32_requests[model].push_back(Fp32Request(engine.model(), image));
+      }
+      if (!png.empty() &&
+          std::find(png_models.begin(), png_models.end(), model) != png_models.end()) {
+        png_requests[model].push_back(PngRequest(engine.model(), png));
+      }
+      // The server must compute what the engine computes on the same input.
+      grpc::ClientContext context;
+      inference::ModelInferResponse response;
+      const grpc::Status status = stub->ModelInfer(&context, fp32_requests[model][0], &response);
+      if (!status.ok()) Die("ModelInfer failed: " + status.error_message());
+      const std::vector<float> expected = engine.Infer(0, threads);
+      const std::string& raw = response.raw_output_contents(0);
+      if (raw.size() != expected.size() * sizeof(float)) Die("unexpected output size");
+      for (size_t k = 0; k < expected.size(); ++k) {
+        float value;
+        std::memcpy(&value, raw.data() + k * sizeof(float), sizeof(float));
+        row.check_max_abs_diff =
+            std::max<double>(row.check_max_abs_diff, std::abs(value - expected[k]));
+      }
+      if (row.check_max_abs_diff > 1e-3) {
+        Die(absl::StrCat("model '", model, "': server and engine differ by ",
+                         row.check_max_abs_diff));
+      }
+      rows.push_back(std::move(row));
+    }
+
+    for (int round = 0; round < options.rounds; ++round) {
+      for (size_t m = 0; m < models.size(); ++m) {
+        Row& row = rows[first_row + m];
+        const EngineBench& engine = *engines[row.model];
+        const size_t output_bytes = static_cast<size_t>(engine.output_elements()) * sizeof(float);
+        row.engine.push_back(engine.Measure(threads, options.seconds, options.seconds / 4));
+        row.floor.push_back(MeasureRpcFloor(*stub, server.pid(), options.seconds / 2));
+        row.c1.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model], 1,
+                                  options.seconds, output_bytes));
+        row.c8.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model],
+                                  kThroughputConcurrency, options.seconds, output_bytes));
+        if (png_requests.count(row.model)) {
+          row.png_c1.push_back(RunPhase(*stub, server.pid(), row.model, png_requests[row.model], 1,
+                                        options.seconds, output_bytes));
+          row.png_c8.push_back(RunPhase(*stub, server.pid(), row.model, png_requests[row.model],
+                                        kThroughputConcurrency, options.seconds, output_bytes));
+        }
+        const Summary s = Summarize(row, row.c1, row.c8);
+        std::cerr << "round " << round + 1 << "/" << options.rounds << " " << row.model
+                  << " T=" << threads << ": engine p50 " << Fixed(row.engine.back().p50_us, 0)
+                  << " us, server p50 " << Fixed(row.c1.back().p50_us, 0) << " us, engine best "
+                  << Fixed(row.engine.back().best_images_per_s, 0) << " img/s, server c8 "
+                  << Fixed(row.c8.back().images_per_s, 0) << " img/s (batch "
+                  << Fixed(row.c8.back().avg_batch, 1) << "); so far: overhead p50 "
+                  << Fixed(s.overhead_p50.median, 0) << " us, ratio "
+                  << Fixed(s.ratio.median * 100, 0) << "%" << std::endl;
+      }
+    }
+    server.Stop();
+  }
+
+  ctx.wall_seconds = SecondsSince(started);
+  WriteMarkdown(ctx, rows, options.out);
+  WriteJson(ctx, rows, options.json);
+  std::cerr << "wrote " << options.out << " and " << options.json << std::endl;
+  return 0;
+}
