@@ -49,6 +49,11 @@ int main(int argc, char** argv) {
       ->envname("CONVSERVE_MODEL_CONTROL_MODE")
       ->check(CLI::IsMember({"none", "poll", "explicit"}))
       ->capture_default_str();
+  app.add_option("--load-model", options.load_models,
+                 "Explicit mode: a model to load at start (repeatable, or comma-separated; "
+                 "'*': all). Without it, explicit mode starts with no model loaded")
+      ->envname("CONVSERVE_LOAD_MODEL")
+      ->delimiter(',');
   app.add_option("--repository-poll-secs", options.repository_poll_secs,
                  "Rescan interval in poll mode")
       ->envname("CONVSERVE_REPOSITORY_POLL_SECS")

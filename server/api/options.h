@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace convserve::api {
 
@@ -14,6 +15,7 @@ struct ServerOptions {
   int metrics_port = 8002;                  // 0: no metrics endpoint; -1: pick a free port
   int threads = 0;                          // compute threads for all models; 0: all cores
   std::string model_control_mode = "none";  // none | poll | explicit
+  std::vector<std::string> load_models;     // explicit mode: loaded at start ("*": all)
   int repository_poll_secs = 15;
   std::string log_level = "info";        // trace | debug | info | warn | error | off
   std::string log_format = "text";       // text | json

@@ -130,6 +130,7 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   }
   auto credentials = MakeServerCredentials(options);
   if (!credentials.ok()) return credentials.status();
+  core_options.startup_models = options.load_models;
   core_options.repository_poll_secs = options.repository_poll_secs;
   core_options.max_image_pixels = options.max_image_pixels;
 

@@ -181,9 +181,18 @@ void Repository::Poll() {
 
 absl::StatusOr<ServedVersion> Repository::Get(const std::string& name,
                                               const std::string& version) const {
-  std::lock_guard<std::mutex> lock(mutex_);
+  std::unique_lock<std::mutex> lock(mutex_);
   auto it = models_.find(name);
   if (it == models_.end()) {
+    lock.unlock();
+    std::error_code ec;
+    if (ValidateModelName(name).ok() && std::filesystem::is_directory(root_ / name, ec)) {
+      return absl::UnavailableError(
+          absl::StrCat("model '", name,
+                       "' is in the repository but not loaded (load it with "
+                       "RepositoryModelLoad, or start the server with --load-model ",
+                       name, ")"));
+    }
     return absl::NotFoundError(absl::StrCat("model '", name, "' is not found"));
   }
   const ModelState& state = it->second;

@@ -1,5 +1,6 @@
 #include "server/serving/server_core.h"
 
+#include <algorithm>
 #include <deque>
 
 #include "absl/strings/str_cat.h"
@@ -105,7 +106,23 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(ServerCoreOptions
   };
   core->repository_ =
       std::make_unique<repository::Repository>(core->options_.model_repository, factory, listener);
-  core->repository_->LoadAll();
+  if (core->options_.control_mode != ModelControlMode::kExplicit) {
+    if (!core->options_.startup_models.empty()) {
+      return absl::InvalidArgumentError("--load-model needs --model-control-mode=explicit");
+    }
+    core->repository_->LoadAll();
+  } else if (std::find(core->options_.startup_models.begin(), core->options_.startup_models.end(),
+                       "*") != core->options_.startup_models.end()) {
+    core->repository_->LoadAll();
+  } else {
+    for (const std::string& name : core->options_.startup_models) {
+      if (absl::Status status = core->repository_->Load(name);
+          absl::IsNotFound(status) || absl::IsInvalidArgument(status)) {
+        return absl::InvalidArgumentError(
+            absl::StrCat("--load-model ", name, ": ", status.message()));
+      }
+    }
+  }
   core->control_thread_ = std::thread([self] { self->ControlLoop(); });
   return core;
 }

@@ -30,6 +30,8 @@ struct ServerCoreOptions {
   std::filesystem::path model_repository;
   int threads = 1;  // compute threads for all models together
   ModelControlMode control_mode = ModelControlMode::kNone;
+  // Explicit mode: the models loaded at start ("*": all); none and poll load all of them.
+  std::vector<std::string> startup_models;
   int repository_poll_secs = 15;
   int64_t max_image_pixels = 16 << 20;
   MetricsSink* metrics = nullptr;  // optional; must outlive the core
@@ -43,7 +45,8 @@ struct ServedModel {
 
 class ServerCore {
  public:
-  // Scans the repository and loads every model (failures are recorded and logged, not fatal).
+  // Scans the repository and loads every model, or in explicit mode the startup models (load
+  // failures are recorded and logged, not fatal; a startup model without a folder is an error).
   static absl::StatusOr<std::unique_ptr<ServerCore>> Create(ServerCoreOptions options);
   ~ServerCore();
 

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 #include <future>
+#include <map>
 #include <thread>
 
 #include "proto/convserve.grpc.pb.h"
@@ -39,7 +40,10 @@ class ServerTest : public ::testing::Test {
     options.grpc_port = 0;
     options.metrics_port = 0;
     options.threads = 2;
-    if (options.model_control_mode == "none") options.model_control_mode = "explicit";
+    if (options.model_control_mode == "none") {
+      options.model_control_mode = "explicit";
+      if (options.load_models.empty()) options.load_models = {"*"};
+    }
     options.exit_timeout_secs = 20;
     auto server = api::Server::Start(options);
     ASSERT_TRUE(server.ok()) << server.status();
@@ -532,6 +536,78 @@ TEST_F(ServerTest, ExplicitLoadUnloadAndNameEscapes) {
   grpc::Status s = load("broken");
   EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   EXPECT_THAT(s.error_message(), HasSubstr("model 'broken': config.pbtxt:2:"));
+}
+
+// Explicit mode loads only what --load-model names (Triton's behaviour); the other folders are
+// listed as not loaded and answer UNAVAILABLE until a RepositoryModelLoad.
+TEST_F(ServerTest, ExplicitModeLoadsOnlyTheStartupModels) {
+  api::ServerOptions options;
+  options.model_control_mode = "explicit";
+  options.load_models = {"tiny"};
+  StartServer(options);
+  std::map<std::string, inference::RepositoryIndexResponse::ModelIndex> by_name;
+  {
+    grpc::ClientContext c;
+    inference::RepositoryIndexResponse r;
+    ASSERT_TRUE(stub_->RepositoryIndex(&c, {}, &r).ok());
+    for (const auto& m : r.models()) by_name[m.name()] = m;
+  }
+  ASSERT_EQ(by_name.size(), 4u);
+  EXPECT_EQ(by_name["tiny"].state(), "READY");
+  for (const char* name : {"derived", "broken", "badfile"}) {
+    EXPECT_EQ(by_name[name].state(), "UNAVAILABLE") << name;
+    EXPECT_EQ(by_name[name].reason(), "not loaded") << name;
+  }
+  inference::ModelInferResponse response;
+  EXPECT_TRUE(Infer(Fp32Request("tiny", {1}, true), &response).ok());
+  grpc::Status status = Infer(Fp32Request("derived", {1}, true), &response);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(status.error_message(),
+              HasSubstr("model 'derived' is in the repository but not loaded"));
+  // Names that are neither folders nor valid stay NOT_FOUND.
+  EXPECT_EQ(Infer(Fp32Request("../tiny", {1}, true), &response).error_code(),
+            grpc::StatusCode::NOT_FOUND);
+  grpc::ClientContext c;
+  inference::RepositoryModelLoadRequest q;
+  q.set_model_name("derived");
+  inference::RepositoryModelLoadResponse r;
+  ASSERT_TRUE(stub_->RepositoryModelLoad(&c, q, &r).ok());
+  EXPECT_TRUE(Infer(Fp32Request("derived", {1}, true), &response).ok());
+}
+
+TEST_F(ServerTest, LoadModelFlagIsChecked) {
+  struct Case {
+    std::string mode;
+    std::vector<std::string> models;
+    std::string message;
+  };
+  for (const Case& c : std::vector<Case>{
+           {"explicit", {"tiny", "missing"}, "--load-model missing: model 'missing' is not in"},
+           {"explicit", {"../tiny"}, "--load-model ../tiny: "},
+           {"poll", {"tiny"}, "--load-model needs --model-control-mode=explicit"}}) {
+    api::ServerOptions options;
+    options.model_repository = root_.string();
+    options.grpc_address = "127.0.0.1";
+    options.grpc_port = 0;
+    options.metrics_port = 0;
+    options.model_control_mode = c.mode;
+    options.load_models = c.models;
+    auto server = api::Server::Start(options);
+    ASSERT_FALSE(server.ok()) << c.message;
+    EXPECT_EQ(server.status().code(), absl::StatusCode::kInvalidArgument) << server.status();
+    EXPECT_THAT(std::string(server.status().message()), HasSubstr(c.message));
+  }
+  // With no --load-model, explicit mode starts empty.
+  api::ServerOptions options;
+  options.model_control_mode = "explicit";
+  options.load_models = {};
+  options.model_repository = root_.string();
+  options.grpc_address = "127.0.0.1";
+  options.grpc_port = 0;
+  options.metrics_port = 0;
+  auto server = api::Server::Start(options);
+  ASSERT_TRUE(server.ok()) << server.status();
+  EXPECT_TRUE((*server)->core().Served().empty());
 }
 
 TEST_F(ServerTest, HotReloadSwapsVersionsWithoutFailures) {
