@@ -93,10 +93,10 @@ POLICY_DEFECTS = [
     ("grace period too short",
      lambda d: find(d, "Deployment")["spec"]["template"]["spec"].update(
          terminationGracePeriodSeconds=30),
-     "terminationGracePeriodSeconds 30 must exceed preStop 5 s + CONVSERVE_EXIT_TIMEOUT_SECS 30 s"),
+     "terminationGracePeriodSeconds 30 must exceed preStop 5 s + CONVSERVE_EXIT_TIMEOUT_SECS 30 s + 5 s"),
     ("exit timeout raised past the grace period",
      lambda d: env(server(d), "CONVSERVE_EXIT_TIMEOUT_SECS", "60"),
-     "terminationGracePeriodSeconds 45 must exceed preStop 5 s + CONVSERVE_EXIT_TIMEOUT_SECS 60 s"),
+     "terminationGracePeriodSeconds 45 must exceed preStop 5 s + CONVSERVE_EXIT_TIMEOUT_SECS 60 s + 5 s"),
     ("writable root filesystem",
      lambda d: server(d)["securityContext"].update(readOnlyRootFilesystem=False),
      "container convserve: readOnlyRootFilesystem must be true"),
