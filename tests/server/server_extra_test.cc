@@ -414,6 +414,37 @@ TEST_F(ServerExtraTest, FullQueueFailsWithResourceExhausted) {
   EXPECT_EQ(stats.execution_count(), 2u);
 }
 
+// max_queue_delay is an upper bound: a lone client (one request at a time) waits the delay
+// only until two waits in a row collected nothing, then its requests run at once. The oracle is
+// the server's own queue time (ModelStatistics), 400 ms per wait against none.
+TEST_F(ServerExtraTest, LoneClientStopsPayingTheBatchingDelay) {
+  WriteText(root_ / "slowbatch" / "config.pbtxt", R"(name: "slowbatch"
+max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 400000 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+)");
+  WriteLinearOnnx(root_ / "slowbatch" / "1" / "model.onnx", 0.0f);
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  std::vector<uint64_t> queue_ns;  // queue time of each request, from the cumulative statistics
+  uint64_t before = 0;
+  for (int i = 0; i < 5; ++i) {
+    inference::ModelInferResponse response;
+    const grpc::Status status = Infer(Request("slowbatch", i), &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    const uint64_t total = Stats("slowbatch").inference_stats().queue().ns();
+    queue_ns.push_back(total - before);
+    before = total;
+  }
+  constexpr uint64_t kDelayNs = 400'000'000;
+  EXPECT_GE(queue_ns[0], kDelayNs * 9 / 10);  // the first wait is taken
+  EXPECT_GE(queue_ns[1], kDelayNs * 9 / 10);  // and a second one
+  for (int i = 2; i < 5; ++i) EXPECT_LT(queue_ns[i], kDelayNs / 2) << "request " << i;
+}
+
 TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
   api::ServerOptions options;
   options.metrics_port = 0;
