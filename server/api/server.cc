@@ -271,11 +271,12 @@ void LogStartupSummary(const ServerOptions& options, Server& server) {
         served.scheduler->threads_per_worker());
   }
   for (const auto& entry : core.Index(false)) {
-    if (entry.state != "READY") {
-      spdlog::warn("  model '{}'{}: {}: {}", entry.name,
-                   entry.version.empty() ? "" : " version " + entry.version, entry.state,
-                   entry.reason);
-    }
+    if (entry.state == "READY") continue;
+    // Explicit mode leaves models unloaded on purpose; anything else is a failure.
+    spdlog::log(entry.reason == "not loaded" ? spdlog::level::info : spdlog::level::warn,
+                "  model '{}'{}: {}: {}", entry.name,
+                entry.version.empty() ? "" : " version " + entry.version, entry.state,
+                entry.reason);
   }
 }
 

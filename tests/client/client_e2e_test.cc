@@ -613,6 +613,39 @@ TEST(ClientE2eRoundRobin, ClassifyCallsReachEveryServer) {
   EXPECT_EQ(total, static_cast<uint64_t>(kCalls * 3));
 }
 
+// Explicit model control with CONVSERVE_LOAD_MODEL (comma-separated, from the environment as in
+// a container): only those models are served at start; `convserve load` adds one.
+TEST(ClientE2eExplicit, LoadModelFromTheEnvironmentThenLoadOnRequest) {
+  ::setenv("CONVSERVE_MODEL_CONTROL_MODE", "explicit", 1);
+  ::setenv("CONVSERVE_LOAD_MODEL", "fashion-k3,fashion-sep", 1);
+  std::string error;
+  auto server = ServerProcess::Start(&error);
+  ::unsetenv("CONVSERVE_MODEL_CONTROL_MODE");
+  ::unsetenv("CONVSERVE_LOAD_MODEL");
+  ASSERT_NE(server, nullptr) << error;
+  const auto states = [&] {
+    const RunResult r = RunCli({"--url", server->url(), "models", "--format", "csv"});
+    EXPECT_EQ(r.exit_code, 0) << Describe(r);
+    std::map<std::string, std::string> by_name;
+    const auto rows = ParseCsv(r.out);
+    if (rows.empty()) return by_name;
+    const auto columns = Columns(rows[0]);
+    for (size_t i = 1; i < rows.size(); ++i) {
+      by_name[rows[i].at(columns.at("name"))] = rows[i].at(columns.at("state"));
+    }
+    return by_name;
+  };
+  std::map<std::string, std::string> before = states();
+  ASSERT_EQ(before.size(), 5u);
+  for (const auto& [name, state] : before) {
+    EXPECT_EQ(state, name == "fashion-k3" || name == "fashion-sep" ? "READY" : "UNAVAILABLE")
+        << name;
+  }
+  const RunResult load = RunCli({"--url", server->url(), "load", "fashion-mlp"});
+  ASSERT_EQ(load.exit_code, 0) << Describe(load);
+  EXPECT_EQ(states().at("fashion-mlp"), "READY");
+}
+
 // The CLI against a server on mutual TLS (certificates made by tests/tls/make_test_certs.sh):
 // with the CA and a client certificate it classifies; without a certificate, or in plaintext,
 // it cannot connect and says so. The server's TLS flags come from the environment here
