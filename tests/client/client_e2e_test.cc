@@ -199,6 +199,30 @@ class ServerProcess {
 
   std::string url() const { return "127.0.0.1:" + std::to_string(port_); }
 
+  // SIGTERM, then waits (up to `timeout`) for the exit; returns the exit status (-1: still
+  // running, then killed) and the log in `log`.
+  int Terminate(std::chrono::seconds timeout, std::string* log) {
+    ::kill(pid_, SIGTERM);
+    const auto deadline = Clock::now() + timeout;
+    int status = 0;
+    int code = -1;
+    while (true) {
+      if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+        code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+        break;
+      }
+      if (Clock::now() > deadline) {
+        ::kill(pid_, SIGKILL);
+        ::waitpid(pid_, &status, 0);
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    pid_ = -1;
+    *log = ReadText(dir_.path() / "log") + ReadText(dir_.path() / "log.err");
+    return code;
+  }
+
  private:
   ServerProcess() = default;
   TempDir dir_;
@@ -644,6 +668,47 @@ TEST(ClientE2eExplicit, LoadModelFromTheEnvironmentThenLoadOnRequest) {
   const RunResult load = RunCli({"--url", server->url(), "load", "fashion-mlp"});
   ASSERT_EQ(load.exit_code, 0) << Describe(load);
   EXPECT_EQ(states().at("fashion-mlp"), "READY");
+}
+
+// SIGTERM to the real server process while `convserve bench` runs 4 streams at it: the server
+// finishes what it accepted and exits 0; the client sees answers only, OK or UNAVAILABLE (no
+// CANCELLED, no deadline).
+TEST(ClientE2eShutdown, SigtermDuringARequestLoopLosesNothing) {
+  std::string error;
+  auto server = ServerProcess::Start(&error);
+  ASSERT_NE(server, nullptr) << error;
+  TempDir dir;
+  const pid_t bench =
+      Spawn({CONVSERVE_CLI_BIN, "--url", server->url(), "--timeout", "30", "bench", kModel,
+             "--concurrency", "4", "--duration", "6", "--no-progress", "--format", "csv"},
+            dir.path() / "out", dir.path() / "err");
+  // Terminate once the bench has had answers (the server's statistics count them).
+  const auto deadline = Clock::now() + std::chrono::seconds(60);
+  while (true) {
+    const RunResult stats = RunCli({"--url", server->url(), "stats", kModel, "--format", "csv"});
+    const auto rows = ParseCsv(stats.out);
+    if (stats.exit_code == 0 && rows.size() == 2 &&
+        std::stoull(rows[1][Columns(rows[0]).at("success")]) >= 50) {
+      break;
+    }
+    ASSERT_LT(Clock::now(), deadline) << "the bench got no answers: " << Describe(stats);
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  std::string log;
+  EXPECT_EQ(server->Terminate(std::chrono::seconds(60), &log), 0) << log;
+  EXPECT_NE(log.find("exit (all requests finished)"), std::string::npos) << log;
+  int status = 0;
+  ::waitpid(bench, &status, 0);
+  const std::string out = ReadText(dir.path() / "out");
+  ASSERT_TRUE(WIFEXITED(status)) << out << ReadText(dir.path() / "err");
+  const auto rows = ParseCsv(out);
+  ASSERT_EQ(rows.size(), 2u) << out << ReadText(dir.path() / "err");
+  const auto columns = Columns(rows[0]);
+  EXPECT_GT(std::stoull(rows[1][columns.at("requests")]), 0u) << out;
+  // "UNAVAILABLE=n" (refused after the signal, or no server any more) is the only error.
+  const std::string errors = rows[1][columns.at("errors")];
+  EXPECT_TRUE(errors == "0" || std::regex_match(errors, std::regex("UNAVAILABLE=[0-9]+")))
+      << "errors: " << errors;
 }
 
 // The CLI against a server on mutual TLS (certificates made by tests/tls/make_test_certs.sh):
