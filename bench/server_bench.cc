@@ -12,7 +12,9 @@
 //   2. server, concurrency 1 closed loop: ModelInfer with one FP32 image in raw_input_contents;
 //   3. server, concurrency 8 closed loop (8 calls in flight on one completion queue), which
 //      the server's dynamic batcher turns into batches;
-//   4. optionally 2-3 again with a PNG file as a BYTES input (decoded by the server).
+//   4. server, concurrency 8 again, each request carrying kClientBatch images (client-side
+//      batching: one FP32 [B, 1, 28, 28] tensor), to show what amortising per-request costs gains;
+//   5. optionally 2-3 again with a PNG file as a BYTES input (decoded by the server).
 // Overhead = server latency - engine latency of the same round; throughput ratio = server
 // images/s at concurrency 8 / the engine's best images/s of the same round. Rounds give a median
 // and a best. CPU time of this process (getrusage), of the server (/proc/PID/task/*/stat, split
@@ -70,6 +72,8 @@ using convserve::engine::TensorView;
 constexpr double kOverheadTargetUs = 150;
 constexpr double kThroughputTarget = 0.85;
 constexpr int kThroughputConcurrency = 8;
+// Images per request in the client-side batching rows (one FP32 [B, C, H, W] tensor).
+constexpr int kClientBatch = 8;
 constexpr char kDriverCommand[] =
     "build/bench/convserve-server-bench --server build/server/api/convserve-server "
     "--repository models/repository --out bench/SERVER.md";
@@ -556,6 +560,7 @@ ServerStats ReadServerStats(Stub& stub, const std::string& model) {
 // One closed-loop phase against the server.
 struct Phase {
   int concurrency = 0;
+  int images_per_request = 1;
   double seconds = 0;
   uint64_t requests = 0;
   double p50_us = 0, p99_us = 0, images_per_s = 0;
@@ -657,9 +662,10 @@ Floor MeasureRpcFloor(Stub& stub, pid_t server_pid, double seconds) {
           (after.server.total() - before.server.total()) * 1e6 / calls};
 }
 
+// `expected_output_bytes` is per request (images_per_request times one image's output).
 Phase RunPhase(Stub& stub, pid_t server_pid, const std::string& model,
-               const std::vector<inference::ModelInferRequest>& requests, int concurrency,
-               double seconds, size_t expected_output_bytes) {
+               const std::vector<inference::ModelInferRequest>& requests, int images_per_request,
+               int concurrency, double seconds, size_t expected_output_bytes) {
   DriveInfer(stub, requests, concurrency, 0.15, expected_output_bytes);  // warm-up
   const ServerStats before = ReadServerStats(stub, model);
   const CpuMark mark = MarkCpu(server_pid);
@@ -670,11 +676,12 @@ Phase RunPhase(Stub& stub, pid_t server_pid, const std::string& model,
 
   Phase phase;
   phase.concurrency = concurrency;
+  phase.images_per_request = images_per_request;
   phase.seconds = std::chrono::duration<double>(after.at - mark.at).count();
   phase.requests = latencies.size();
   phase.p50_us = Percentile(latencies, 0.5);
   phase.p99_us = Percentile(latencies, 0.99);
-  phase.images_per_s = static_cast<double>(phase.requests) / phase.seconds;
+  phase.images_per_s = static_cast<double>(phase.requests) * images_per_request / phase.seconds;
   const double client = after.client - mark.client;
   const double server = after.server.total() - mark.server.total();
   phase.client_cores = client / phase.seconds;
@@ -694,15 +701,17 @@ Phase RunPhase(Stub& stub, pid_t server_pid, const std::string& model,
   return phase;
 }
 
-// A request for one image of `model`: input 0 as `datatype` with `raw` as its raw contents.
-inference::ModelInferRequest OneImageRequest(const convserve::repository::ModelVersion& model,
-                                             const std::string& datatype, std::string raw) {
+// A request for `images` images of `model`: input 0 as `datatype` with `raw` as its raw
+// contents, shape [images, dims...] (BYTES: [images]).
+inference::ModelInferRequest ImagesRequest(const convserve::repository::ModelVersion& model,
+                                           const std::string& datatype, std::string raw,
+                                           int64_t images) {
   inference::ModelInferRequest request;
   request.set_model_name(model.name);
   auto* input = request.add_inputs();
   input->set_name(model.config.input(0).name());
   input->set_datatype(datatype);
-  input->add_shape(1);
+  input->add_shape(images);
   if (datatype != "BYTES") {
     for (int64_t d : model.config.input(0).dims()) input->add_shape(d);
   }
@@ -710,19 +719,20 @@ inference::ModelInferRequest OneImageRequest(const convserve::repository::ModelV
   return request;
 }
 
+// `images` FP32 images, concatenated in `data`, as one [images, dims...] tensor.
 inference::ModelInferRequest Fp32Request(const convserve::repository::ModelVersion& model,
-                                         const std::vector<float>& image) {
-  return OneImageRequest(
+                                         const std::vector<float>& data, int64_t images) {
+  return ImagesRequest(
       model, "FP32",
-      std::string(reinterpret_cast<const char*>(image.data()), image.size() * sizeof(float)));
+      std::string(reinterpret_cast<const char*>(data.data()), data.size() * sizeof(float)), images);
 }
 
 // A PNG file as a BYTES element: 4-byte little-endian length, then the bytes.
 inference::ModelInferRequest PngRequest(const convserve::repository::ModelVersion& model,
                                         const std::string& png) {
   const uint32_t length = static_cast<uint32_t>(png.size());
-  return OneImageRequest(model, "BYTES",
-                         std::string(reinterpret_cast<const char*>(&length), 4) + png);
+  return ImagesRequest(model, "BYTES", std::string(reinterpret_cast<const char*>(&length), 4) + png,
+                       1);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -746,10 +756,12 @@ struct Row {
   std::string model;
   int threads = 0;
   int64_t max_batch = 0;
+  int64_t max_queue_delay_us = 0;  // the model config's dynamic_batching
   double check_max_abs_diff = 0;
   std::vector<EngineRound> engine;
   std::vector<Phase> c1, c8, png_c1, png_c8;
-  std::vector<Floor> floor;  // ServerLive at concurrency 1, measured just before c1
+  std::vector<Phase> batch_c8;  // kClientBatch images per request, concurrency 8
+  std::vector<Floor> floor;     // ServerLive at concurrency 1, measured just before c1
 };
 
 std::vector<double> Collect(size_t n, const std::function<double(size_t)>& at) {
@@ -765,11 +777,12 @@ std::string Cell(const Spread& s, int digits) {
 struct Summary {  // what the tables show for one row and one input kind
   Spread engine_p50, engine_p99, server_p50, server_p99, overhead_p50, overhead_p99;
   Spread floor_p50, floor_p99, floor_client_cpu, floor_server_cpu;
-  Spread c1_infer_us, c1_client_us, c1_server_us;
+  Spread c1_infer_us, c1_client_us, c1_server_us, c1_queue_us;
   Spread engine_best, engine_at_max_c, server_ips, ratio, ceiling;
   Spread avg_batch, infer_us, queue_us, client_cores, server_cores, server_grpc_cores, other_cores,
       client_us, server_us;
   int64_t best_batch = 0;
+  int images_per_request = 1;  // of the c8 phases
 };
 
 Summary Summarize(const Row& row, const std::vector<Phase>& c1, const std::vector<Phase>& c8) {
@@ -791,17 +804,23 @@ Summary Summarize(const Row& row, const std::vector<Phase>& c1, const std::vecto
   s.c1_infer_us = SpreadOf(Collect(n, [&](size_t i) { return c1[i].infer_us_per_image; }), true);
   s.c1_client_us =
       SpreadOf(Collect(n, [&](size_t i) { return c1[i].client_cpu_us_per_request; }), true);
+  s.c1_queue_us = SpreadOf(Collect(n, [&](size_t i) { return c1[i].queue_us; }), true);
   s.c1_server_us =
       SpreadOf(Collect(n, [&](size_t i) { return c1[i].server_cpu_us_per_request; }), true);
   s.engine_best = SpreadOf(Collect(n, [&](size_t i) { return e[i].best_images_per_s; }), false);
   s.engine_at_max_c = SpreadOf(
       Collect(n, [&](size_t i) { return e[i].ImagesPerSAt(kThroughputConcurrency); }), false);
-  s.ceiling =
-      SpreadOf(Collect(n,
-                       [&](size_t i) {
-                         return e[i].ImagesPerSAt(kThroughputConcurrency) / e[i].best_images_per_s;
-                       }),
-               false);
+  if (n > 0) s.images_per_request = c8[0].images_per_request;
+  // The ceiling with one image per request: the engine at batch kThroughputConcurrency. With
+  // more images per request the server may form larger batches, so no ceiling is claimed.
+  if (s.images_per_request == 1) {
+    s.ceiling = SpreadOf(Collect(n,
+                                 [&](size_t i) {
+                                   return e[i].ImagesPerSAt(kThroughputConcurrency) /
+                                          e[i].best_images_per_s;
+                                 }),
+                         false);
+  }
   s.server_ips = SpreadOf(Collect(n, [&](size_t i) { return c8[i].images_per_s; }), false);
   s.ratio = SpreadOf(
       Collect(n, [&](size_t i) { return c8[i].images_per_s / e[i].best_images_per_s; }), false);
@@ -834,6 +853,13 @@ Summary Summarize(const Row& row, const std::vector<Phase>& c1, const std::vecto
   return s;
 }
 
+// Client plus server CPU microseconds per image at concurrency kThroughputConcurrency (medians).
+double CpuUsPerImage(const Summary& s) {
+  return (s.client_us.median + s.server_us.median) / s.images_per_request;
+}
+
+std::string TargetWord(bool met) { return met ? "met" : "**missed**"; }
+
 // {"key": value, ...} from already formatted values.
 std::string JsonObject(std::initializer_list<std::pair<std::string, std::string>> fields) {
   std::string out = "{";
@@ -845,6 +871,7 @@ std::string JsonObject(std::initializer_list<std::pair<std::string, std::string>
 
 std::string PhaseJson(const Phase& p) {
   return JsonObject({{"concurrency", std::to_string(p.concurrency)},
+                     {"images_per_request", std::to_string(p.images_per_request)},
                      {"seconds", JsonNumber(p.seconds)},
                      {"requests", std::to_string(p.requests)},
                      {"p50_us", JsonNumber(p.p50_us)},
@@ -882,6 +909,9 @@ std::string SummaryJson(const Summary& s) {
        {"engine_images_per_s_at_batch_" + c, SpreadJson(s.engine_at_max_c)},
        {"server_images_per_s_c" + c, SpreadJson(s.server_ips)},
        {"server_avg_batch_c" + c, SpreadJson(s.avg_batch)},
+       {"images_per_request_c" + c, std::to_string(s.images_per_request)},
+       {"client_cpu_us_per_request_c" + c, SpreadJson(s.client_us)},
+       {"server_cpu_us_per_request_c" + c, SpreadJson(s.server_us)},
        {"throughput_ratio", SpreadJson(s.ratio)},
        {"overhead_p50_target_met", s.overhead_p50.median <= kOverheadTargetUs ? "true" : "false"},
        {"throughput_target_met", s.ratio.median >= kThroughputTarget ? "true" : "false"}});
@@ -907,6 +937,7 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
       << ", \"models\": " << JsonString(ctx.options.models)
       << ", \"png\": " << JsonString(ctx.options.png)
       << ", \"throughput_concurrency\": " << kThroughputConcurrency
+      << ", \"client_batch_images_per_request\": " << kClientBatch
       << ", \"targets\": {\"overhead_p50_us_max\": " << kOverheadTargetUs
       << ", \"throughput_ratio_min\": " << kThroughputTarget << "}},\n"
       << "  \"wall_seconds\": " << JsonNumber(ctx.wall_seconds) << ",\n  \"rows\": [";
@@ -918,6 +949,10 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
         << ",\n     \"fp32\": " << SummaryJson(Summarize(row, row.c1, row.c8));
     if (!row.png_c1.empty()) {
       out << ",\n     \"png\": " << SummaryJson(Summarize(row, row.png_c1, row.png_c8));
+    }
+    if (!row.batch_c8.empty()) {
+      out << ",\n     \"fp32_" << kClientBatch
+          << "_images_per_request\": " << SummaryJson(Summarize(row, row.c1, row.batch_c8));
     }
     out << ",\n     \"rounds\": [";
     for (size_t i = 0; i < row.engine.size(); ++i) {
@@ -935,6 +970,10 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
       }
       out << "}},\n        \"server_c1\": " << PhaseJson(row.c1[i])
           << ",\n        \"server_c8\": " << PhaseJson(row.c8[i]);
+      if (i < row.batch_c8.size()) {
+        out << ",\n        \"server_c8_" << kClientBatch
+            << "_images_per_request\": " << PhaseJson(row.batch_c8[i]);
+      }
       if (i < row.png_c1.size()) {
         out << ",\n        \"server_png_c1\": " << PhaseJson(row.png_c1[i])
             << ",\n        \"server_png_c8\": " << PhaseJson(row.png_c8[i]);
@@ -949,6 +988,14 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
 void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::string& path) {
   std::ofstream out(path);
   const Options& o = ctx.options;
+  std::vector<std::string> delays, c1_queues;
+  for (const Row& row : rows) {
+    const std::string delay = std::to_string(row.max_queue_delay_us);
+    if (std::find(delays.begin(), delays.end(), delay) == delays.end()) delays.push_back(delay);
+    c1_queues.push_back(absl::StrCat(
+        row.model, " ", Fixed(Summarize(row, row.c1, row.c8).c1_queue_us.median, 0), " us"));
+  }
+  const std::string delay_us = absl::StrJoin(delays, "/");
   out << "# Server benchmark: convserve-server over loopback against the engine in-process\n\n"
       << "Generated by `" << kDriverCommand << "` (this run: `" << ctx.command_line << "`) on "
       << ctx.date << ", " << ctx.cpu << ", " << ctx.cores << " cores, SIMD flags: " << ctx.simd
@@ -957,9 +1004,16 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << " s. Raw numbers per round: `server_results.json`.\n\n"
       << "Method: one `convserve-server` child per thread count (`--grpc-address 127.0.0.1 "
          "--grpc-port <free port> --metrics-port 0 --threads T --log-level warn`, the bundled "
-         "configs: dynamic batching, max_queue_delay 500 us, one instance), readiness by "
-         "ServerReady/ModelReady RPCs. "
-      << o.rounds << " interleaved rounds; in each, for each model: the engine in this process "
+         "configs: dynamic batching, max_queue_delay "
+      << delay_us
+      << " us, one instance), readiness by ServerReady/ModelReady RPCs. The server's scheduler "
+         "treats max_queue_delay as an upper bound, not a fixed wait: a batch waits for more "
+         "requests only while requests overlap or recent waits collected some, and a lone client "
+         "stops waiting for a batch after two waits in a row that collected nothing (see "
+         "server/serving/scheduler.h), so the concurrency-1 latencies below do not include the "
+      << delay_us << " us batching delay (measured server queue time per request at concurrency 1, "
+      << "median: " << absl::StrJoin(c1_queues, ", ") << "). " << o.rounds
+      << " interleaved rounds; in each, for each model: the engine in this process "
       << "(same model files, loaded by the repository code the server uses, `Plan::Run` with T "
          "OpenMP threads: batch 1 back to back for "
       << Fixed(o.seconds, 1) << " s, then every batch size 1, 2, 4, ... max_batch_size for "
@@ -967,8 +1021,13 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << Fixed(o.seconds, 1) << " s (one FP32 28x28 image in `raw_input_contents`, logits back "
       << "raw), then concurrency " << kThroughputConcurrency << " closed loop for "
       << Fixed(o.seconds, 1) << " s (" << kThroughputConcurrency
-      << " calls in flight on one gRPC completion queue, one client thread); each server phase "
-         "after 0.15 s of warm-up. Overhead = server latency - engine batch-1 latency of the same "
+      << " calls in flight on one gRPC completion queue, one client thread), then the same with "
+      << kClientBatch << " images per request for " << Fixed(o.seconds, 1)
+      << " s (client-side batching: one FP32 [" << kClientBatch
+      << ", 1, 28, 28] tensor in `raw_input_contents`, every answer checked to hold "
+      << kClientBatch
+      << " images' logits); each server phase after 0.15 s of warm-up. Overhead = server latency - "
+         "engine batch-1 latency of the same "
          "round. Throughput ratio = server images/s at concurrency "
       << kThroughputConcurrency
       << " / the engine's best images/s over batch sizes in the same round. Cells: median over "
@@ -989,6 +1048,17 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
     if (s.floor_p50.median > kOverheadTargetUs) {
       out << " The RPC floor alone (ServerLive p50 " << Fixed(s.floor_p50.median, 0)
           << " us, no model work) is above the overhead target on this machine.";
+    }
+    if (!row.batch_c8.empty()) {
+      const Summary b = Summarize(row, row.c1, row.batch_c8);
+      out << " With " << kClientBatch << " images per request (client-side batching) at "
+          << "concurrency " << kThroughputConcurrency << ": " << Fixed(b.server_ips.median, 0)
+          << " img/s = " << Fixed(b.ratio.median * 100, 0) << "% of the engine's best (target "
+          << Fixed(kThroughputTarget * 100, 0)
+          << "%: " << TargetWord(b.ratio.median >= kThroughputTarget) << "), batches of "
+          << Fixed(b.avg_batch.median, 1) << ", client+server CPU " << Fixed(CpuUsPerImage(b), 0)
+          << " us per image against " << Fixed(CpuUsPerImage(s), 0)
+          << " us with one image per request.";
     }
     out << "\n";
   }
@@ -1047,17 +1117,29 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << " | " << Cell(s.server_ips, 0) << " | " << Fixed(s.ratio.median * 100, 0) << "% ("
         << Fixed(s.ratio.best * 100, 0) << "%) | "
         << (s.ratio.median >= kThroughputTarget ? "met" : "**missed**") << " | "
-        << Cell(s.avg_batch, 2) << " | " << Fixed(s.ceiling.median * 100, 0) << "% |\n";
+        << Cell(s.avg_batch, 2) << " | "
+        << (std::isnan(s.ceiling.median) ? "-" : Fixed(s.ceiling.median * 100, 0) + "%") << " |\n";
   };
+  const std::string batched_input = absl::StrCat("FP32, ", kClientBatch, " images/request");
   for (const Row& row : rows) {
     throughput_row(row, "FP32", Summarize(row, row.c1, row.c8));
     if (!row.png_c1.empty()) throughput_row(row, "PNG", Summarize(row, row.png_c1, row.png_c8));
+  }
+  for (const Row& row : rows) {
+    if (!row.batch_c8.empty()) {
+      throughput_row(row, batched_input, Summarize(row, row.c1, row.batch_c8));
+    }
   }
   out << "\n\"batch formed\": mean batch the server executed (ModelStatistics: inference_count / "
          "execution_count). \"ceiling at batch "
       << kThroughputConcurrency << "\": the engine's own images/s at batch "
       << kThroughputConcurrency << " / its best, i.e. the ratio a server with zero overhead "
-      << "would reach with " << kThroughputConcurrency << " requests of one image in flight.\n";
+      << "would reach with " << kThroughputConcurrency << " requests of one image in flight. "
+      << "The \"" << batched_input << "\" rows send " << kClientBatch
+      << " images in each request (client-side batching, " << kThroughputConcurrency * kClientBatch
+      << " images in flight), so the per-request costs are shared by " << kClientBatch
+      << " images; the server may then form batches larger than " << kThroughputConcurrency
+      << ", so no ceiling is given for them.\n";
 
   out << "\n## Where the CPU goes at concurrency " << kThroughputConcurrency << " (FP32)\n\n"
       << "CPU time over the measured phase, in cores (CPU seconds per second), and per request. "
@@ -1065,26 +1147,32 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
          "the child (/proc/PID/task/*/stat), of which gRPC = threads named by gRPC; other = the "
          "rest of the machine (/proc/stat busy minus both), i.e. other users of this shared "
          "machine. The engine column is the server's own compute_infer time per image "
-         "(ModelStatistics).\n\n"
-      << "| model | threads | client cores | client us/req | server cores | of which gRPC "
-         "threads | server us/req | other cores | server infer us/img | engine us/img at batch "
+         "(ModelStatistics). client+server us/img = (client + server us/req) / images per "
+         "request.\n\n"
+      << "| model | threads | images/req | client cores | client us/req | server cores | of "
+         "which gRPC threads | server us/req | client+server us/img | other cores | server infer "
+         "us/img | engine us/img at batch "
       << kThroughputConcurrency << " | queue us |\n"
-      << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
-  for (const Row& row : rows) {
-    const Summary s = Summarize(row, row.c1, row.c8);
-    out << "| " << row.model << " | " << row.threads << " | " << Fixed(s.client_cores.median, 2)
-        << " | " << Fixed(s.client_us.median, 0) << " | " << Fixed(s.server_cores.median, 2)
-        << " | " << Fixed(s.server_grpc_cores.median, 2) << " | " << Fixed(s.server_us.median, 0)
-        << " | " << Fixed(s.other_cores.median, 2) << " | " << Fixed(s.infer_us.median, 1) << " | "
+      << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+  const auto cpu_row = [&](const Row& row, const Summary& s) {
+    out << "| " << row.model << " | " << row.threads << " | " << s.images_per_request << " | "
+        << Fixed(s.client_cores.median, 2) << " | " << Fixed(s.client_us.median, 0) << " | "
+        << Fixed(s.server_cores.median, 2) << " | " << Fixed(s.server_grpc_cores.median, 2) << " | "
+        << Fixed(s.server_us.median, 0) << " | " << Fixed(CpuUsPerImage(s), 0) << " | "
+        << Fixed(s.other_cores.median, 2) << " | " << Fixed(s.infer_us.median, 1) << " | "
         << Fixed(1e6 / s.engine_at_max_c.median, 1) << " | " << Fixed(s.queue_us.median, 0)
         << " |\n";
+  };
+  for (const Row& row : rows) cpu_row(row, Summarize(row, row.c1, row.c8));
+  for (const Row& row : rows) {
+    if (!row.batch_c8.empty()) cpu_row(row, Summarize(row, row.c1, row.batch_c8));
   }
 
   out << "\n## What limits it (from the numbers above)\n\n";
   for (const Row& row : rows) {
     const Summary s = Summarize(row, row.c1, row.c8);
     const double engine_us_per_image = 1e6 / s.engine_best.median;
-    const double cpu_per_image = s.client_us.median + s.server_us.median;
+    const double cpu_per_image = CpuUsPerImage(s);
     out << "- " << row.model << ", " << row.threads << " thread(s): engine batch-1 p50 "
         << Fixed(s.engine_p50.median, 0) << " us, server p50 " << Fixed(s.server_p50.median, 0)
         << " us: overhead " << Fixed(s.overhead_p50.median, 0) << " us at p50. At concurrency "
@@ -1099,13 +1187,41 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << Fixed(s.other_cores.median, 2) << ") put the bound at about "
         << Fixed(ctx.cores * 1e6 / cpu_per_image, 0) << " img/s if all " << ctx.cores
         << " cores went to this; measured " << Fixed(s.server_ips.median, 0)
-        << " img/s = " << Fixed(s.ratio.median * 100, 0) << "% of the engine.\n";
+        << " img/s = " << Fixed(s.ratio.median * 100, 0) << "% of the engine.";
+    if (!row.batch_c8.empty()) {
+      const Summary b = Summarize(row, row.c1, row.batch_c8);
+      const double cpu_per_image_batched = CpuUsPerImage(b);
+      out << " With " << kClientBatch << " images per request the server formed batches of "
+          << Fixed(b.avg_batch.median, 1) << " and client plus server spent "
+          << Fixed(cpu_per_image_batched, 0) << " us of CPU per image (server "
+          << Fixed(b.server_us.median / kClientBatch, 0) << ", client "
+          << Fixed(b.client_us.median / kClientBatch, 0) << "), against " << Fixed(cpu_per_image, 0)
+          << " us with one image per request: " << Fixed(cpu_per_image - cpu_per_image_batched, 0)
+          << " us less per image, of which " << Fixed(s.infer_us.median - b.infer_us.median, 0)
+          << " us is the engine's own compute being cheaper per image in the larger batches "
+          << "(server infer " << Fixed(s.infer_us.median, 1) << " -> "
+          << Fixed(b.infer_us.median, 1) << " us/img) and the rest, about "
+          << Fixed(cpu_per_image - cpu_per_image_batched - (s.infer_us.median - b.infer_us.median),
+                   0)
+          << " us, per-request cost now shared by " << kClientBatch << " images. Measured "
+          << Fixed(b.server_ips.median, 0) << " img/s = " << Fixed(b.ratio.median * 100, 0)
+          << "% of the engine";
+      if (s.ratio.median < 1) {
+        out << ", which closes "
+            << Fixed((b.ratio.median - s.ratio.median) / (1 - s.ratio.median) * 100, 0)
+            << "% of the gap to the engine that one image per request leaves";
+      }
+      out << ".";
+    }
+    out << "\n";
   }
   out << "\nOn this 2-core machine the load generator runs on the same cores as the server, so "
          "every microsecond of client CPU per request is taken from the server; the client "
          "columns above say how much. A request of one 28x28 image is tiny (3136 bytes in, 40 "
          "out), so per-request costs (HTTP/2 framing, protobuf, thread hand-offs between gRPC's "
-         "threads and the scheduler's worker) and not bandwidth decide both numbers.\n";
+         "threads and the scheduler's worker) and not bandwidth decide both numbers; the "
+      << kClientBatch << "-images-per-request rows show how much of that a client that batches "
+      << "gets back.\n";
 }
 
 std::vector<std::string> SplitList(const std::string& text) {
@@ -1209,34 +1325,60 @@ int main(int argc, char** argv) {
     WaitUntilReady(server, *stub, models);
 
     const size_t first_row = rows.size();
-    std::map<std::string, std::vector<inference::ModelInferRequest>> fp32_requests, png_requests;
+    std::map<std::string, std::vector<inference::ModelInferRequest>> fp32_requests, png_requests,
+        batched_requests;
     for (const auto& model : models) {
       const EngineBench& engine = *engines[model];
       Row row;
       row.model = model;
       row.threads = threads;
       row.max_batch = engine.max_batch();
-      for (const auto& image : engine.images()) {
-        fp32_requests[model].push_back(Fp32Request(engine.model(), image));
+      row.max_queue_delay_us =
+          engine.model().config.dynamic_batching().max_queue_delay_microseconds();
+      const auto& images = engine.images();
+      for (size_t i = 0; i < images.size(); ++i) {
+        fp32_requests[model].push_back(Fp32Request(engine.model(), images[i], 1));
+        // Client-side batching: images i, i+1, ..., i+kClientBatch-1 (cyclically) in one tensor.
+        if (row.max_batch >= kClientBatch) {
+          std::vector<float> data;
+          for (int k = 0; k < kClientBatch; ++k) {
+            const auto& image = images[(i + static_cast<size_t>(k)) % images.size()];
+            data.insert(data.end(), image.begin(), image.end());
+          }
+          batched_requests[model].push_back(Fp32Request(engine.model(), data, kClientBatch));
+        }
       }
       if (!png.empty() &&
           std::find(png_models.begin(), png_models.end(), model) != png_models.end()) {
         png_requests[model].push_back(PngRequest(engine.model(), png));
       }
-      // The server must compute what the engine computes on the same input.
-      grpc::ClientContext context;
-      inference::ModelInferResponse response;
-      const grpc::Status status = stub->ModelInfer(&context, fp32_requests[model][0], &response);
-      if (!status.ok()) Die("ModelInfer failed: " + status.error_message());
-      const std::vector<float> expected = engine.Infer(0, threads);
-      const std::string& raw = response.raw_output_contents(0);
-      if (raw.size() != expected.size() * sizeof(float)) Die("unexpected output size");
-      for (size_t k = 0; k < expected.size(); ++k) {
-        float value;
-        std::memcpy(&value, raw.data() + k * sizeof(float), sizeof(float));
-        row.check_max_abs_diff =
-            std::max<double>(row.check_max_abs_diff, std::abs(value - expected[k]));
-      }
+      // The server must compute what the engine computes on the same input: one image, and
+      // (client-side batching) each image of a multi-image request at its place in the answer.
+      const auto check = [&](const inference::ModelInferRequest& request, size_t first_image,
+                             size_t count) {
+        grpc::ClientContext context;
+        inference::ModelInferResponse response;
+        const grpc::Status status = stub->ModelInfer(&context, request, &response);
+        if (!status.ok()) Die("ModelInfer failed: " + status.error_message());
+        const size_t per_image = static_cast<size_t>(engine.output_elements());
+        if (response.raw_output_contents_size() != 1 ||
+            response.raw_output_contents(0).size() != count * per_image * sizeof(float)) {
+          Die(absl::StrCat("model '", model, "': unexpected output size for ", count, " image(s)"));
+        }
+        const std::string& raw = response.raw_output_contents(0);
+        for (size_t i = 0; i < count; ++i) {
+          const std::vector<float> expected =
+              engine.Infer((first_image + i) % images.size(), threads);
+          for (size_t k = 0; k < per_image; ++k) {
+            float value;
+            std::memcpy(&value, raw.data() + (i * per_image + k) * sizeof(float), sizeof(float));
+            row.check_max_abs_diff =
+                std::max<double>(row.check_max_abs_diff, std::abs(value - expected[k]));
+          }
+        }
+      };
+      check(fp32_requests[model][0], 0, 1);
+      if (!batched_requests[model].empty()) check(batched_requests[model][1], 1, kClientBatch);
       if (row.check_max_abs_diff > 1e-3) {
         Die(absl::StrCat("model '", model, "': server and engine differ by ",
                          row.check_max_abs_diff));
@@ -1251,14 +1393,19 @@ int main(int argc, char** argv) {
         const size_t output_bytes = static_cast<size_t>(engine.output_elements()) * sizeof(float);
         row.engine.push_back(engine.Measure(threads, options.seconds, options.seconds / 4));
         row.floor.push_back(MeasureRpcFloor(*stub, server.pid(), options.seconds / 2));
-        row.c1.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model], 1,
+        row.c1.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model], 1, 1,
                                   options.seconds, output_bytes));
-        row.c8.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model],
+        row.c8.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model], 1,
                                   kThroughputConcurrency, options.seconds, output_bytes));
+        if (!batched_requests[row.model].empty()) {
+          row.batch_c8.push_back(
+              RunPhase(*stub, server.pid(), row.model, batched_requests[row.model], kClientBatch,
+                       kThroughputConcurrency, options.seconds, output_bytes * kClientBatch));
+        }
         if (png_requests.count(row.model)) {
           row.png_c1.push_back(RunPhase(*stub, server.pid(), row.model, png_requests[row.model], 1,
-                                        options.seconds, output_bytes));
-          row.png_c8.push_back(RunPhase(*stub, server.pid(), row.model, png_requests[row.model],
+                                        1, options.seconds, output_bytes));
+          row.png_c8.push_back(RunPhase(*stub, server.pid(), row.model, png_requests[row.model], 1,
                                         kThroughputConcurrency, options.seconds, output_bytes));
         }
         const Summary s = Summarize(row, row.c1, row.c8);
@@ -1267,8 +1414,13 @@ int main(int argc, char** argv) {
                   << " us, server p50 " << Fixed(row.c1.back().p50_us, 0) << " us, engine best "
                   << Fixed(row.engine.back().best_images_per_s, 0) << " img/s, server c8 "
                   << Fixed(row.c8.back().images_per_s, 0) << " img/s (batch "
-                  << Fixed(row.c8.back().avg_batch, 1) << "); so far: overhead p50 "
-                  << Fixed(s.overhead_p50.median, 0) << " us, ratio "
+                  << Fixed(row.c8.back().avg_batch, 1) << ")";
+        if (!row.batch_c8.empty()) {
+          std::cerr << ", " << kClientBatch << " img/request "
+                    << Fixed(row.batch_c8.back().images_per_s, 0) << " img/s (batch "
+                    << Fixed(row.batch_c8.back().avg_batch, 1) << ")";
+        }
+        std::cerr << "; so far: overhead p50 " << Fixed(s.overhead_p50.median, 0) << " us, ratio "
                   << Fixed(s.ratio.median * 100, 0) << "%" << std::endl;
       }
     }
