@@ -77,8 +77,10 @@ RUN missing=$(ldd /usr/local/bin/convserve-server /usr/local/bin/convserve | gre
 # Configuration: each CONVSERVE_* variable maps to the server flag of the same name
 # (CONVSERVE_GRPC_PORT = --grpc-port, ...); a flag given after the image name wins.
 # Also read when set: CONVSERVE_GRPC_ADDRESS, CONVSERVE_MODEL_CONTROL_MODE (none|poll|explicit),
-# CONVSERVE_REPOSITORY_POLL_SECS, CONVSERVE_LOG_LEVEL, CONVSERVE_MAX_REQUEST_BYTES,
-# CONVSERVE_MAX_IMAGE_PIXELS.
+# CONVSERVE_LOAD_MODEL, CONVSERVE_REPOSITORY_POLL_SECS, CONVSERVE_LOG_LEVEL,
+# CONVSERVE_MAX_REQUEST_BYTES, CONVSERVE_MAX_IMAGE_PIXELS, and for TLS CONVSERVE_TLS_CERT,
+# CONVSERVE_TLS_KEY, CONVSERVE_TLS_CLIENT_CA (the HEALTHCHECK's client then needs its own
+# certificate settings: deploy/README.md, "Configuration").
 ENV CONVSERVE_MODEL_REPOSITORY=/models \
     CONVSERVE_GRPC_PORT=8001 \
     CONVSERVE_METRICS_PORT=8002 \

@@ -9,7 +9,10 @@
 #   - SIGTERM during a request loop (`convserve bench`, 4 streams): the server drains, logs
 #     "all requests finished", exits 0 within its exit timeout; the client saw no error other
 #     than UNAVAILABLE (requests refused after the signal, which the client may retry elsewhere);
-#   - a model repository mounted over the bundled one at /models is what the server serves.
+#   - a model repository mounted over the bundled one at /models is what the server serves;
+#   - mutual TLS set through CONVSERVE_TLS_* with mounted certificates: the HEALTHCHECK passes
+#     (its client reads CONVSERVE_CA/CERT/KEY), the host client classifies with a client
+#     certificate and is refused without one or in plaintext.
 # Prints timings and cleans up every container, image and file it made.
 #
 # Usage: container_test.sh [SOURCE_DIR [CONVSERVE_CLIENT]]   (needs root)
@@ -358,6 +361,42 @@ podman stop --time 30 "$name-mounted" > /dev/null
   fail "mounted repository container: non-zero exit"
 log "mounted repository over /models: serves only $served; stopped with exit 0"
 timing "mounted repository run" "$t"
+
+# Mutual TLS configured through the environment, certificates mounted read-only; the image's
+# HEALTHCHECK reads the client side (CONVSERVE_CA, CONVSERVE_CERT, CONVSERVE_KEY) from there too.
+t=$(now)
+certs=$work/certs
+bash "$source_dir/tests/tls/make_test_certs.sh" "$certs" > "$work/certs.log" 2>&1 ||
+  { cat "$work/certs.log"; fail "make_test_certs.sh failed"; }
+chmod -R a+rX "$certs"
+grpc_port=$(free_port)
+metrics_port=$(free_port)
+run_container "$name-tls" "$grpc_port" "$metrics_port" -v "$certs:/certs:ro" \
+  -e CONVSERVE_TLS_CERT=/certs/server.crt -e CONVSERVE_TLS_KEY=/certs/server.key \
+  -e CONVSERVE_TLS_CLIENT_CA=/certs/ca.crt -e CONVSERVE_CA=/certs/ca.crt \
+  -e CONVSERVE_CERT=/certs/client.crt -e CONVSERVE_KEY=/certs/client.key
+export CONVSERVE_CA=$certs/ca.crt CONVSERVE_CERT=$certs/client.crt CONVSERVE_KEY=$certs/client.key
+wait_ready "$client_bin" "127.0.0.1:$grpc_port" 180 ||
+  { podman logs "$name-tls" | tail -30; fail "mutual TLS: not ready"; }
+podman healthcheck run "$name-tls" || fail "mutual TLS: podman healthcheck run: unhealthy"
+"$client_bin" --url "127.0.0.1:$grpc_port" classify "$model" "$images" --batch 8 --format json \
+  > "$work/classify-tls.json"
+tls_accuracy=$(check_classification "$work/classify-tls.json" "$image_count")
+unset CONVSERVE_CA CONVSERVE_CERT CONVSERVE_KEY
+if "$client_bin" --url "127.0.0.1:$grpc_port" --ca "$certs/ca.crt" --timeout 5 health \
+  > /dev/null 2>&1; then
+  fail "mutual TLS: a client without a certificate was served"
+fi
+if "$client_bin" --url "127.0.0.1:$grpc_port" --timeout 5 health > /dev/null 2>&1; then
+  fail "mutual TLS: a plaintext client was served"
+fi
+podman logs "$name-tls" 2>&1 | grep -q '(mutual TLS)' || fail "mutual TLS: not in the startup line"
+podman stop --time 30 "$name-tls" > /dev/null
+[ "$(podman inspect --format '{{.State.ExitCode}}' "$name-tls")" = 0 ] ||
+  fail "mutual TLS container: non-zero exit"
+log "mutual TLS from the environment: healthy, $image_count images classified ($tls_accuracy)," \
+  "clients without a certificate or in plaintext refused; stopped with exit 0"
+timing "mutual TLS run" "$t"
 
 timing "container test total" "$t_start"
 log "image $tag: $size_mb MB"
