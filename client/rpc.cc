@@ -93,6 +93,7 @@ class Client::Impl {
   std::vector<std::unique_ptr<Target>> targets;
   double timeout_s = 30;
   bool balanced = false;  // a target with the round_robin policy
+  bool tls = false;       // TLS credentials in use
   std::atomic<size_t> next{0};
 
   size_t Next() { return next.fetch_add(1, std::memory_order_relaxed) % targets.size(); }
@@ -111,9 +112,15 @@ class Client::Impl {
       const bool connected = target.channel->GetState(false) == GRPC_CHANNEL_READY;
       if (!connected || (code == absl::StatusCode::kUnavailable &&
                          LooksLikeTransportFailure(status.error_message()))) {
-        const bool tls = status.error_message().find("andshake") != std::string::npos ||
-                         status.error_message().find("SSL") != std::string::npos;
-        return Unreachable(target.name, code, tls ? ": TLS handshake failed" : "");
+        const bool handshake = status.error_message().find("andshake") != std::string::npos ||
+                               status.error_message().find("SSL") != std::string::npos;
+        // A server that refuses the client's certificate just closes the connection, which
+        // looks like any other failure to connect.
+        return Unreachable(target.name, code,
+                           handshake ? ": TLS handshake failed"
+                           : tls     ? "; with TLS: does the server speak TLS, and accept --ca, "
+                                       "--cert and --key?"
+                                     : "");
       }
     }
     if (status.error_message().empty()) {
@@ -170,6 +177,7 @@ absl::StatusOr<std::unique_ptr<Client>> Client::Create(const ConnectionOptions& 
   std::shared_ptr<grpc::ChannelCredentials> credentials;
   const bool tls = options.tls || !options.ca_file.empty() || !options.cert_file.empty() ||
                    !options.key_file.empty();
+  impl->tls = tls;
   if (tls) {
     grpc::SslCredentialsOptions ssl;
     if (!options.ca_file.empty()) {

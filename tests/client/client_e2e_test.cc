@@ -758,6 +758,8 @@ TEST(ClientE2eTls, MutualTlsClassifiesWithACertificateAndRefusesWithout) {
     const RunResult h = RunCli(health, 30);
     EXPECT_EQ(h.exit_code, 1) << Describe(h);
     EXPECT_EQ(h.err.rfind(unreachable, 0), 0u) << Describe(h);
+    // With TLS options the message points at them; in plaintext it does not.
+    EXPECT_EQ(h.err.find("with TLS") != std::string::npos, !refused.empty()) << Describe(h);
   }
 }
 
