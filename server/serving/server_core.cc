@@ -106,16 +106,15 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(ServerCoreOptions
   };
   core->repository_ =
       std::make_unique<repository::Repository>(core->options_.model_repository, factory, listener);
-  if (core->options_.control_mode != ModelControlMode::kExplicit) {
-    if (!core->options_.startup_models.empty()) {
-      return absl::InvalidArgumentError("--load-model needs --model-control-mode=explicit");
-    }
-    core->repository_->LoadAll();
-  } else if (std::find(core->options_.startup_models.begin(), core->options_.startup_models.end(),
-                       "*") != core->options_.startup_models.end()) {
+  const std::vector<std::string>& startup = core->options_.startup_models;
+  const bool explicit_mode = core->options_.control_mode == ModelControlMode::kExplicit;
+  if (!explicit_mode && !startup.empty()) {
+    return absl::InvalidArgumentError("--load-model needs --model-control-mode=explicit");
+  }
+  if (!explicit_mode || std::find(startup.begin(), startup.end(), "*") != startup.end()) {
     core->repository_->LoadAll();
   } else {
-    for (const std::string& name : core->options_.startup_models) {
+    for (const std::string& name : startup) {
       if (absl::Status status = core->repository_->Load(name);
           absl::IsNotFound(status) || absl::IsInvalidArgument(status)) {
         return absl::InvalidArgumentError(

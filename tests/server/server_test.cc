@@ -34,12 +34,18 @@ class ServerTest : public ::testing::Test {
     std::filesystem::remove_all(root_);
   }
 
-  void StartServer(api::ServerOptions options = {}) {
+  // The test repository on 127.0.0.1, a free port, no metrics endpoint, 2 compute threads.
+  api::ServerOptions LocalOptions(api::ServerOptions options = {}) const {
     options.model_repository = root_.string();
     options.grpc_address = "127.0.0.1";
     options.grpc_port = 0;
     options.metrics_port = 0;
     options.threads = 2;
+    return options;
+  }
+
+  void StartServer(api::ServerOptions options = {}) {
+    options = LocalOptions(std::move(options));
     if (options.model_control_mode == "none") {
       options.model_control_mode = "explicit";
       if (options.load_models.empty()) options.load_models = {"*"};
@@ -585,11 +591,7 @@ TEST_F(ServerTest, LoadModelFlagIsChecked) {
            {"explicit", {"tiny", "missing"}, "--load-model missing: model 'missing' is not in"},
            {"explicit", {"../tiny"}, "--load-model ../tiny: "},
            {"poll", {"tiny"}, "--load-model needs --model-control-mode=explicit"}}) {
-    api::ServerOptions options;
-    options.model_repository = root_.string();
-    options.grpc_address = "127.0.0.1";
-    options.grpc_port = 0;
-    options.metrics_port = 0;
+    api::ServerOptions options = LocalOptions();
     options.model_control_mode = c.mode;
     options.load_models = c.models;
     auto server = api::Server::Start(options);
@@ -598,13 +600,9 @@ TEST_F(ServerTest, LoadModelFlagIsChecked) {
     EXPECT_THAT(std::string(server.status().message()), HasSubstr(c.message));
   }
   // With no --load-model, explicit mode starts empty.
-  api::ServerOptions options;
+  api::ServerOptions options = LocalOptions();
   options.model_control_mode = "explicit";
   options.load_models = {};
-  options.model_repository = root_.string();
-  options.grpc_address = "127.0.0.1";
-  options.grpc_port = 0;
-  options.metrics_port = 0;
   auto server = api::Server::Start(options);
   ASSERT_TRUE(server.ok()) << server.status();
   EXPECT_TRUE((*server)->core().Served().empty());
