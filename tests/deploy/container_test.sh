@@ -390,7 +390,9 @@ fi
 if "$client_bin" --url "127.0.0.1:$grpc_port" --timeout 5 health > /dev/null 2>&1; then
   fail "mutual TLS: a plaintext client was served"
 fi
-podman logs "$name-tls" 2>&1 | grep -q '(mutual TLS)' || fail "mutual TLS: not in the startup line"
+# (Read the whole log first: `podman logs | grep -q` fails under pipefail when grep exits early.)
+tls_log=$(podman logs "$name-tls" 2>&1)
+grep -q '(mutual TLS)' <<< "$tls_log" || fail "mutual TLS: not in the startup line"
 podman stop --time 30 "$name-tls" > /dev/null
 [ "$(podman inspect --format '{{.State.ExitCode}}' "$name-tls")" = 0 ] ||
   fail "mutual TLS container: non-zero exit"
