@@ -169,7 +169,8 @@ double StatLineCpuSeconds(const std::string& line, std::string* comm) {
 }
 
 // CPU seconds of a process, split by thread name: "grpc" = threads named by gRPC, "other" =
-// threads that kept the process name (main, scheduler workers, OpenMP threads).
+// the server's own threads (main and OpenMP threads keep the process name; scheduler workers
+// and responders are named "cs-w:<model>" and "cs-a:<model>").
 struct ServerCpu {
   double grpc = 0, other = 0;
   double total() const { return grpc + other; }
@@ -193,9 +194,9 @@ ServerCpu ReadServerCpu(pid_t pid) {
     std::getline(in, line);
     const double seconds = StatLineCpuSeconds(line, &comm);
     // gRPC names its threads (default-executor, event_engine, nexting_thread, timer_manager,
-    // grpcpp_sync_server, ...); the server's own threads (main, scheduler workers, OpenMP) keep
-    // the process name.
-    const bool grpc = comm != process_name;
+    // grpcpp_sync_server, ...). A lone request computed on the gRPC thread that received it
+    // counts as gRPC's here.
+    const bool grpc = comm != process_name && comm.rfind("cs-", 0) != 0;
     (grpc ? cpu.grpc : cpu.other) += seconds;
   }
   return cpu;

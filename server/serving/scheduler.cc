@@ -1,6 +1,7 @@
 #include "server/serving/scheduler.h"
 
 #include <pmmintrin.h>
+#include <pthread.h>
 #include <xmmintrin.h>
 
 #include <algorithm>
@@ -26,6 +27,23 @@ std::string ShapeString(const std::vector<int64_t>& dims) {
   return absl::StrCat("[", absl::StrJoin(dims, ","), "]");
 }
 
+// A lone client stops paying max_queue_delay after this many waits in a row that collected
+// nothing (see NextBatch), and from then on its requests may run inline (see Submit).
+constexpr int kFruitlessWaitsToSkip = 2;
+
+// Names the calling thread "<prefix><model>" ("cs-w:" workers, "cs-a:" responders) (cut to Linux's
+// 15 characters), so that top, perf and the benchmark's CPU accounting can tell the threads of each
+// model apart.
+void NameThread(const std::string& prefix, const std::string& model) {
+  pthread_setname_np(pthread_self(), (prefix + model).substr(0, 15).c_str());
+}
+
+// Denormals slow convolutions by 2-10x and change nothing that matters in the results.
+void FlushDenormals() {
+  _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+  _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+}
+
 int64_t Product(const std::vector<int64_t>& dims, size_t from = 0) {
   int64_t n = 1;
   for (size_t i = from; i < dims.size(); ++i) n *= dims[i];
@@ -39,6 +57,14 @@ void ThreadBudget::Acquire(int n) {
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [&] { return available_ >= n; });
   available_ -= n;
+}
+
+bool ThreadBudget::TryAcquire(int n) {
+  n = std::min(n, total_);
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (available_ < n) return false;
+  available_ -= n;
+  return true;
 }
 
 void ThreadBudget::Release(int n) {
@@ -65,7 +91,8 @@ Scheduler::Scheduler(std::shared_ptr<const repository::ModelVersion> model,
       max_queue_size_(
           model_->config.dynamic_batching().default_queue_policy().max_queue_size() > 0
               ? model_->config.dynamic_batching().default_queue_policy().max_queue_size()
-              : options.default_max_queue_size) {}
+              : options.default_max_queue_size),
+      infer_ns_by_batch_(static_cast<size_t>(std::max<int64_t>(1, max_batch_size_)) + 1) {}
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
     std::shared_ptr<const repository::ModelVersion> model, SchedulerOptions options) {
@@ -79,11 +106,19 @@ absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
   }
   instances = std::max(1, instances);
   scheduler->threads_per_worker_ = std::max(1, options.total_threads / instances);
+  scheduler->inline_worker_ = std::make_unique<Worker>();
+  scheduler->responder_ = std::thread([s = scheduler.get()] {
+    NameThread("cs-a:", s->model_->name);
+    s->ResponderLoop();
+  });
   for (int i = 0; i < instances; ++i) {
     auto worker = std::make_unique<Worker>();
     Worker* raw = worker.get();
     scheduler->workers_.push_back(std::move(worker));
-    raw->thread = std::thread([s = scheduler.get(), raw] { s->WorkerLoop(*raw); });
+    raw->thread = std::thread([s = scheduler.get(), raw] {
+      NameThread("cs-w:", s->model_->name);
+      s->WorkerLoop(*raw);
+    });
   }
   return scheduler;
 }
@@ -95,6 +130,27 @@ Scheduler::~Scheduler() {
   }
   cv_.notify_all();
   for (auto& worker : workers_) worker->thread.join();
+  // The workers are done: whatever they handed over is all there will be.
+  {
+    std::lock_guard<std::mutex> lock(answers_mutex_);
+    responder_stopping_ = true;
+  }
+  answers_cv_.notify_all();
+  responder_.join();
+}
+
+void Scheduler::ResponderLoop() {
+  std::vector<Answer> answers;
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(answers_mutex_);
+      answers_cv_.wait(lock, [&] { return !answers_.empty() || responder_stopping_; });
+      if (answers_.empty()) return;
+      answers.swap(answers_);
+    }
+    for (Answer& answer : answers) answer.callback(std::move(answer.response));
+    answers.clear();
+  }
 }
 
 int64_t Scheduler::queue_depth() const {
@@ -296,6 +352,7 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
   }
   absl::Status rejected;
   int64_t depth = 0;
+  bool run_inline = false;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) {
@@ -304,10 +361,12 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
     } else if (queue_.size() >= max_queue_size_) {
       rejected = absl::ResourceExhaustedError(absl::StrCat(
           "queue of model '", model_->name, "' is full (", max_queue_size_, " requests waiting)"));
+    } else if (pending.request->deadline > Clock::now() && ClaimInline()) {
+      run_inline = true;
     } else {
-      // Another request is waiting or being batched: requests overlap, so waiting for more
-      // of them can fill a batch (see NextBatch).
-      if (!queue_.empty() || forming_) overlap_ = true;
+      // Another request is waiting, being batched or running inline: requests overlap, so
+      // waiting for more of them can fill a batch (see NextBatch).
+      if (!queue_.empty() || forming_ || inline_busy_) overlap_ = true;
       queue_.push_back(std::move(pending));
       depth = static_cast<int64_t>(queue_.size());
     }
@@ -316,17 +375,100 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
     Fail(pending, rejected, 0);
     return;
   }
+  if (run_inline) {
+    RunInline(std::move(pending));
+    return;
+  }
   if (options_.metrics) {
     options_.metrics->QueueDepthChanged(model_->name, model_->version_string(), depth);
   }
   cv_.notify_all();
 }
 
+bool LargerBatchPays(int64_t total, int64_t limit, double gain,
+                     const std::function<int64_t(int64_t)>& infer_ns) {
+  const auto per_image = [&](int64_t batch) {
+    const int64_t ns = infer_ns(batch);
+    return ns > 0 ? static_cast<double>(ns) / static_cast<double>(batch) : -1.0;
+  };
+  const double now = per_image(total);
+  if (now < 0) return true;
+  bool any_larger = false;
+  for (int64_t b = total + 1; b <= limit; ++b) {
+    const double larger = per_image(b);
+    if (larger < 0) continue;
+    any_larger = true;
+    if (larger * (1.0 + gain) <= now) return true;
+  }
+  return !any_larger;
+}
+
+bool Scheduler::WaitingPays(int64_t total, int64_t limit) const {
+  const int64_t last = static_cast<int64_t>(infer_ns_by_batch_.size()) - 1;
+  if (total < 1 || total > last) return false;
+  return LargerBatchPays(total, std::min(limit, last), kBatchingGain, [&](int64_t batch) {
+    return infer_ns_by_batch_[static_cast<size_t>(batch)].load(std::memory_order_relaxed);
+  });
+}
+
+void Scheduler::RecordInferTime(int64_t batch, uint64_t infer_ns) {
+  if (batch < 1 || static_cast<size_t>(batch) >= infer_ns_by_batch_.size()) return;
+  std::atomic<int64_t>& slot = infer_ns_by_batch_[static_cast<size_t>(batch)];
+  const int64_t old = slot.load(std::memory_order_relaxed);
+  const int64_t now = static_cast<int64_t>(infer_ns);
+  // The first execution of a batch size pays one-time costs (page faults, oneDNN's lazy
+  // set-up) and is not recorded: -1 marks it. Then smoothed over about four executions;
+  // workers racing here lose an update, nothing more.
+  slot.store(old == 0 ? -1 : old < 0 ? now : (3 * old + now) / 4, std::memory_order_relaxed);
+}
+
+bool Scheduler::ClaimInline() {
+  if (inline_busy_ || !queue_.empty() || forming_ || executing_ >= num_workers()) return false;
+  // The batcher expects company (requests overlapped lately): let it collect them.
+  const bool batcher_may_wait =
+      dynamic_batching_ && max_batch_size_ > 1 &&
+      model_->config.dynamic_batching().max_queue_delay_microseconds() > 0;
+  const bool batcher_waits = batcher_may_wait &&
+                             (overlap_ || fruitless_waits_ < kFruitlessWaitsToSkip) &&
+                             WaitingPays(1, max_batch_size_);
+  if (batcher_waits) return false;
+  const int64_t single_ns = infer_ns_by_batch_[1].load(std::memory_order_relaxed);
+  if (single_ns <= 0 || single_ns > kInlineMaxInferUs * 1000) return false;
+  if (options_.budget != nullptr && !options_.budget->TryAcquire(threads_per_worker_)) {
+    return false;
+  }
+  inline_busy_ = true;
+  ++executing_;
+  return true;
+}
+
+void Scheduler::RunInline(Pending pending) {
+  inline_count_.fetch_add(1, std::memory_order_relaxed);
+  // The submitting thread's floating-point mode is its own: restore it afterwards.
+  const unsigned int mxcsr = _mm_getcsr();
+  FlushDenormals();
+  std::vector<Pending> batch;
+  batch.push_back(std::move(pending));
+  std::vector<Answer> answers = Execute(*inline_worker_, std::move(batch), /*threads_held=*/true);
+  _mm_setcsr(mxcsr);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    inline_busy_ = false;
+    --executing_;
+  }
+  // Requests that arrived meanwhile are queued for the workers.
+  cv_.notify_all();
+  for (Answer& answer : answers) answer.callback(std::move(answer.response));
+}
+
 std::vector<Scheduler::Pending> Scheduler::NextBatch(
     std::vector<std::pair<Pending, uint64_t>>& expired) {
   std::vector<Pending> batch;
   std::unique_lock<std::mutex> lock(mutex_);
-  cv_.wait(lock, [&] { return (!forming_ && !queue_.empty()) || (stopping_ && queue_.empty()); });
+  cv_.wait(lock, [&] {
+    return (!forming_ && !queue_.empty() && executing_ < num_workers()) ||
+           (stopping_ && queue_.empty() && !inline_busy_);
+  });
   if (queue_.empty()) return batch;
   forming_ = true;
   const auto take_expired = [&] {
@@ -364,9 +506,11 @@ std::vector<Scheduler::Pending> Scheduler::NextBatch(
     // one waits; a lone client (one request in flight) only gets slower by the whole delay. So
     // wait while requests overlap (one arrived while another was queued or being batched) or
     // while recent waits collected something, and run at once after kFruitlessWaitsToSkip
-    // waits in a row that collected nothing, until requests overlap again.
-    constexpr int kFruitlessWaitsToSkip = 2;
-    const bool worth_waiting = overlap_ || fruitless_waits_ < kFruitlessWaitsToSkip;
+    // waits in a row that collected nothing, until requests overlap again. And wait only where
+    // a larger batch is measurably cheaper per image (WaitingPays): for a model whose cost
+    // grows with the batch, waiting just leaves the worker idle.
+    const bool worth_waiting = (overlap_ || fruitless_waits_ < kFruitlessWaitsToSkip) &&
+                               WaitingPays(total, std::min(target, limit));
     overlap_ = false;
     if (dynamic_batching_ && max_batch_size_ > 0 && total < target && worth_waiting) {
       const int64_t before_wait = total;
@@ -384,6 +528,7 @@ std::vector<Scheduler::Pending> Scheduler::NextBatch(
     }
   }
   forming_ = false;
+  if (!batch.empty()) ++executing_;
   const int64_t depth = static_cast<int64_t>(queue_.size());
   lock.unlock();
   cv_.notify_all();
@@ -394,9 +539,7 @@ std::vector<Scheduler::Pending> Scheduler::NextBatch(
 }
 
 void Scheduler::WorkerLoop(Worker& worker) {
-  // Denormals slow convolutions by 2-10x and change nothing that matters in the results.
-  _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
-  _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
+  FlushDenormals();
   while (true) {
     std::vector<std::pair<Pending, uint64_t>> expired;
     std::vector<Pending> batch = NextBatch(expired);
@@ -413,7 +556,26 @@ void Scheduler::WorkerLoop(Worker& worker) {
       if (stopping_ && queue_.empty()) return;
       continue;
     }
-    Execute(worker, std::move(batch));
+    std::vector<Answer> answers = Execute(worker, std::move(batch), /*threads_held=*/false);
+    bool more_queued;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      --executing_;
+      more_queued = !queue_.empty();
+    }
+    cv_.notify_all();
+    if (answers.empty()) continue;
+    if (more_queued) {
+      // Building and sending the answers would hold up the next batch: the responder thread
+      // does it while this worker computes.
+      {
+        std::lock_guard<std::mutex> lock(answers_mutex_);
+        for (Answer& answer : answers) answers_.push_back(std::move(answer));
+      }
+      answers_cv_.notify_one();
+    } else {
+      for (Answer& answer : answers) answer.callback(std::move(answer.response));
+    }
   }
 }
 
@@ -482,7 +644,16 @@ absl::Status Scheduler::PrepareInputs(const Pending& pending,
   return absl::OkStatus();
 }
 
-void Scheduler::Execute(Worker& worker, std::vector<Pending> batch) {
+std::vector<Scheduler::Answer> Scheduler::Execute(Worker& worker, std::vector<Pending> batch,
+                                                  bool threads_held) {
+  // Releases the threads a caller took for us on every path out.
+  struct HeldThreads {
+    ThreadBudget* budget;
+    int n;
+    ~HeldThreads() {
+      if (budget) budget->Release(n);
+    }
+  } held{threads_held ? options_.budget : nullptr, threads_per_worker_};
   const Clock::time_point start = Clock::now();
   const inference::ModelConfig& config = model_->config;
   const engine::Model& engine_model = *model_->engine_model;
@@ -507,7 +678,7 @@ void Scheduler::Execute(Worker& worker, std::vector<Pending> batch) {
     ready_data.push_back(std::move(data[r]));
     ready_queue_ns.push_back(queue_ns[r]);
   }
-  if (ready.empty()) return;
+  if (ready.empty()) return {};
   int64_t total = 0;
   for (const Pending& p : ready) total += p.batch;
 
@@ -518,7 +689,7 @@ void Scheduler::Execute(Worker& worker, std::vector<Pending> batch) {
       engine_model.GetPlan(total, threads_per_worker_);
   if (!plan.ok()) {
     fail_all(Annotate(plan.status(), absl::StrCat("model '", model_->name, "'")));
-    return;
+    return {};
   }
   std::unique_ptr<engine::Workspace>& workspace = worker.workspaces[total];
   if (workspace == nullptr) workspace = (*plan)->CreateWorkspace();
@@ -542,7 +713,7 @@ void Scheduler::Execute(Worker& worker, std::vector<Pending> batch) {
       if (max_batch_size_ > 0 || ready.size() != 1) {
         fail_all(absl::InternalError(absl::StrCat("model '", model_->name, "': input '",
                                                   config.input(i).name(), "' size mismatch")));
-        return;
+        return {};
       }
     }
     std::vector<std::byte>& buffer = worker.input_buffers[e];
@@ -566,13 +737,13 @@ void Scheduler::Execute(Worker& worker, std::vector<Pending> batch) {
 
   engine::RunOptions run_options;
   run_options.num_threads = threads_per_worker_;
-  if (options_.budget) options_.budget->Acquire(threads_per_worker_);
+  if (options_.budget && !threads_held) options_.budget->Acquire(threads_per_worker_);
   absl::Status run = (*plan)->Run(*workspace, inputs, outputs, run_options);
-  if (options_.budget) options_.budget->Release(threads_per_worker_);
+  if (options_.budget && !threads_held) options_.budget->Release(threads_per_worker_);
   const Clock::time_point infer_end = Clock::now();
   if (!run.ok()) {
     fail_all(run);
-    return;
+    return {};
   }
 
   // Split the outputs per request.
@@ -633,7 +804,10 @@ void Scheduler::Execute(Worker& worker, std::vector<Pending> batch) {
   const uint64_t input_ns = Ns(infer_start - start), infer_ns = Ns(infer_end - infer_start),
                  output_ns = Ns(end - infer_end);
   statistics_.RecordExecution(total, input_ns, infer_ns, output_ns);
+  RecordInferTime(total, infer_ns);
   if (options_.metrics) options_.metrics->BatchExecuted(model_->name, total);
+  std::vector<Answer> answers;
+  answers.reserve(ready.size());
   for (size_t r = 0; r < ready.size(); ++r) {
     RequestTimings timings;
     timings.queue_ns = ready_queue_ns[r];
@@ -647,10 +821,10 @@ void Scheduler::Execute(Worker& worker, std::vector<Pending> batch) {
                                     (input_ns + infer_ns + output_ns) / 1e9,
                                     timings.total_ns / 1e9);
     }
-    InferCallback callback = std::move(ready[r].callback);
+    answers.push_back(Answer{std::move(ready[r].callback), std::move(responses[r])});
     ready[r].request.reset();
-    callback(std::move(responses[r]));
   }
+  return answers;
 }
 
 }  // namespace convserve::serving

@@ -3,8 +3,22 @@
 // max_queue_delay_microseconds, preferred_batch_size) and runs them on `instance_group` count
 // workers, each with its own engine Workspace per plan. max_queue_delay is an upper bound: a
 // batch waits for more requests only while requests overlap or recent waits collected some, so
-// that a lone client (one request in flight) is not delayed by it. Requests whose deadline passes
+// that a lone client (one request in flight) is not delayed by it, and only where the model's
+// measured compute per image is at least kBatchingGain lower at some larger batch size (or the
+// larger sizes are not measured yet): where batching saves no compute, waiting only idles the
+// worker. Requests whose deadline passes
 // while queued fail with DEADLINE_EXCEEDED without being computed.
+//
+// Two hand-offs are skipped where they only cost time:
+// - A lone request (nothing queued or being batched, an instance and the compute threads free,
+//   the batcher not expecting company, and the model's last batch-1 execution under
+//   kInlineMaxInferUs) runs on the thread that submits it, usually a gRPC callback thread:
+//   waking a worker costs tens of microseconds on a virtual machine, a large share of a small
+//   model's request. At most one such execution runs at a time, counted as one of the
+//   instances, so the instance and thread limits hold as before.
+// - A worker that has more requests queued when a batch finishes leaves the answers (building
+//   and sending the responses) to the scheduler's responder thread and goes on computing; with
+//   nothing queued it answers them itself.
 //
 // Thread safety: Submit may be called from any thread and never blocks on computation. The
 // destructor stops accepting work, lets the workers finish everything queued, and joins them:
@@ -12,9 +26,11 @@
 // thread).
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -37,6 +53,8 @@ class ThreadBudget {
   explicit ThreadBudget(int total) : available_(total), total_(total) {}
   int total() const { return total_; }
   void Acquire(int n);
+  // Takes `n` threads only if they are free now.
+  bool TryAcquire(int n);
   void Release(int n);
 
  private:
@@ -45,6 +63,15 @@ class ThreadBudget {
   int available_;
   const int total_;
 };
+
+// The batching policy's cost test: with `total` images at hand, whether waiting for more can
+// pay. `infer_ns(b)` is the measured time of one execution of batch size b (<= 0: not
+// measured).
+// It pays where some batch size in (total, limit] was measured at least `gain` cheaper per
+// image, or where no size in (total, limit] is measured yet (waiting is how they get measured);
+// with `total` itself not measured, always.
+bool LargerBatchPays(int64_t total, int64_t limit, double gain,
+                     const std::function<int64_t(int64_t)>& infer_ns);
 
 struct SchedulerOptions {
   int total_threads = 1;                   // threads for all instances of this model together
@@ -56,11 +83,19 @@ struct SchedulerOptions {
 
 class Scheduler : public repository::Servable {
  public:
+  // Lone requests of models whose batch-1 execution takes longer run on a worker: blocking a
+  // gRPC thread that long is not worth the few microseconds the hand-off costs.
+  static constexpr int64_t kInlineMaxInferUs = 2000;
+  // max_queue_delay is waited only where a larger batch was measured at least this much cheaper
+  // per image than the batch at hand (see NextBatch).
+  static constexpr double kBatchingGain = 0.15;
+
   static absl::StatusOr<std::unique_ptr<Scheduler>> Create(
       std::shared_ptr<const repository::ModelVersion> model, SchedulerOptions options);
   ~Scheduler() override;
 
-  // Validates and queues a request. Errors (invalid input, queue full RESOURCE_EXHAUSTED,
+  // Validates and queues a request, or runs it on this thread (see above), so that the callback
+  // may have run when Submit returns. Errors (invalid input, queue full RESOURCE_EXHAUSTED,
   // shutting down UNAVAILABLE) are reported through `callback`, like results; `arrival` is when
   // the request reached the server.
   void Submit(std::unique_ptr<InferRequest> request, InferCallback callback,
@@ -75,6 +110,8 @@ class Scheduler : public repository::Servable {
   const ModelStatistics& statistics() const { return statistics_; }
   int64_t queue_depth() const;
   int num_workers() const { return static_cast<int>(workers_.size()); }
+  // Requests that ran on the submitting thread (see above).
+  uint64_t inline_count() const { return inline_count_.load(); }
   int threads_per_worker() const { return threads_per_worker_; }
 
  private:
@@ -90,6 +127,11 @@ class Scheduler : public repository::Servable {
     std::vector<int64_t> classification;  // per entry of `outputs`
   };
   struct Worker;
+  // A finished request's answer, waiting to be handed to its callback.
+  struct Answer {
+    InferCallback callback;
+    InferResponse response;
+  };
 
   Scheduler(std::shared_ptr<const repository::ModelVersion> model, SchedulerOptions options);
   absl::Status Validate(Pending& pending) const;
@@ -97,7 +139,18 @@ class Scheduler : public repository::Servable {
   void WorkerLoop(Worker& worker);
   // Takes the next batch from the queue (empty when stopping with nothing queued).
   std::vector<Pending> NextBatch(std::vector<std::pair<Pending, uint64_t>>& expired);
-  void Execute(Worker& worker, std::vector<Pending> batch);
+  // Runs `batch` on `worker`'s buffers and returns the answers of the requests that succeeded,
+  // for the caller to deliver (failed ones are answered here). `threads_held`: the caller
+  // already took the compute threads from the budget.
+  std::vector<Answer> Execute(Worker& worker, std::vector<Pending> batch, bool threads_held);
+  // Whether a request submitted now may run on the submitting thread; takes the instance and
+  // the threads when it may. Called with mutex_ held.
+  bool ClaimInline();
+  // LargerBatchPays on this model's measured infer times, with kBatchingGain.
+  bool WaitingPays(int64_t total, int64_t limit) const;
+  void RecordInferTime(int64_t batch, uint64_t infer_ns);
+  void RunInline(Pending pending);
+  void ResponderLoop();
   absl::Status PrepareInputs(const Pending& pending, std::vector<std::vector<float>>& owned,
                              std::vector<const void*>& data) const;
 
@@ -119,7 +172,21 @@ class Scheduler : public repository::Servable {
   bool overlap_ = false;
   int fruitless_waits_ = 0;
   bool stopping_ = false;
+  int executing_ = 0;         // executions in progress (workers and the inline one)
+  bool inline_busy_ = false;  // a request is running on its submitting thread
   std::vector<std::unique_ptr<Worker>> workers_;
+  std::unique_ptr<Worker> inline_worker_;  // buffers of the inline execution (no thread)
+  // Smoothed infer time of one execution by batch size (0: never run, -1: run once, not
+  // measured), for the batching and inline decisions.
+  std::vector<std::atomic<int64_t>> infer_ns_by_batch_;
+  std::atomic<uint64_t> inline_count_{0};
+
+  // Answers handed over by workers that had more work queued.
+  std::mutex answers_mutex_;
+  std::condition_variable answers_cv_;
+  std::vector<Answer> answers_;
+  bool responder_stopping_ = false;
+  std::thread responder_;
 };
 
 }  // namespace convserve::serving

@@ -415,9 +415,11 @@ TEST_F(ServerExtraTest, FullQueueFailsWithResourceExhausted) {
 }
 
 // max_queue_delay is an upper bound: a lone client (one request at a time) waits the delay
-// only until two waits in a row collected nothing, then its requests run at once. The oracle is
-// the server's own queue time (ModelStatistics), 400 ms per wait against none.
-TEST_F(ServerExtraTest, LoneClientStopsPayingTheBatchingDelay) {
+// only until two waits in a row collected nothing, then its requests run at once, on the gRPC
+// thread that received them (no hand-off to a worker), with the answers the worker gives. The
+// oracles: the server's own queue time (ModelStatistics), 400 ms per wait against none; the
+// scheduler's count of inline executions; the linear model's logits.
+TEST_F(ServerExtraTest, LoneClientStopsPayingTheBatchingDelayAndRunsInline) {
   WriteText(root_ / "slowbatch" / "config.pbtxt", R"(name: "slowbatch"
 max_batch_size: 8
 input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
@@ -425,24 +427,66 @@ output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
 dynamic_batching { max_queue_delay_microseconds: 400000 }
 instance_group [ { count: 1 kind: KIND_CPU } ]
 )");
-  WriteLinearOnnx(root_ / "slowbatch" / "1" / "model.onnx", 0.0f);
+  WriteLinearOnnx(root_ / "slowbatch" / "1" / "model.onnx", 0.5f);
   api::ServerOptions options;
   options.metrics_port = 0;
   StartServer(options);
-  std::vector<uint64_t> queue_ns;  // queue time of each request, from the cumulative statistics
+  auto scheduler = SchedulerOf("slowbatch");
+  ASSERT_NE(scheduler, nullptr);
+  std::vector<uint64_t> queue_ns;      // queue time of each request, from the cumulative statistics
+  std::vector<uint64_t> inline_after;  // the scheduler's inline count after each request
   uint64_t before = 0;
   for (int i = 0; i < 5; ++i) {
     inference::ModelInferResponse response;
     const grpc::Status status = Infer(Request("slowbatch", i), &response);
     ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.raw_output_contents_size(), 1);
+    const std::string& raw = response.raw_output_contents(0);
+    ASSERT_EQ(raw.size(), 10 * sizeof(float));
+    const std::vector<float> pixels = PatternFloats(i);
+    const auto expected = LinearLogits(pixels.data(), 0.5f);
+    for (int k = 0; k < 10; ++k) {
+      float value;
+      std::memcpy(&value, raw.data() + k * sizeof(float), sizeof(float));
+      EXPECT_NEAR(value, expected[k], 1e-4) << "request " << i << " class " << k;
+    }
     const uint64_t total = Stats("slowbatch").inference_stats().queue().ns();
     queue_ns.push_back(total - before);
     before = total;
+    inline_after.push_back(scheduler->inline_count());
   }
   constexpr uint64_t kDelayNs = 400'000'000;
   EXPECT_GE(queue_ns[0], kDelayNs * 9 / 10);  // the first wait is taken
   EXPECT_GE(queue_ns[1], kDelayNs * 9 / 10);  // and a second one
   for (int i = 2; i < 5; ++i) EXPECT_LT(queue_ns[i], kDelayNs / 2) << "request " << i;
+  // The two waits ran on the worker; the rest inline.
+  EXPECT_EQ(inline_after, (std::vector<uint64_t>{0, 0, 1, 2, 3}));
+  EXPECT_EQ(Stats("slowbatch").execution_count(), 5u);
+}
+
+// A request that finds the compute threads taken is queued for the worker, not run inline, and
+// still answered once they are free.
+TEST_F(ServerExtraTest, LoneRequestWithoutFreeThreadsIsQueued) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  auto scheduler = SchedulerOf("queued");
+  ASSERT_NE(scheduler, nullptr);
+  // "queued"'s batcher never waits (max_batch_size 1): once an execution was measured (the
+  // first, which pays one-time costs, is not), lone requests run inline.
+  for (int i = 0; i < 3; ++i) {
+    inference::ModelInferResponse response;
+    ASSERT_TRUE(Infer(Request("queued", i), &response).ok());
+  }
+  ASSERT_EQ(scheduler->inline_count(), 1u);
+  BudgetHold hold(server_->core().thread_budget());
+  auto held = CoreInfer("queued");
+  ASSERT_TRUE(PollUntil([&] { return scheduler->queue_depth() == 0; }));  // the worker took it
+  EXPECT_EQ(held.wait_for(std::chrono::seconds(0)), std::future_status::timeout);
+  hold.Release();
+  auto result = held.get();
+  EXPECT_TRUE(result.ok()) << result.status();
+  EXPECT_EQ(scheduler->inline_count(), 1u);
 }
 
 TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
