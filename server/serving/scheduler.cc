@@ -462,7 +462,7 @@ void Scheduler::RunInline(Pending pending) {
 }
 
 std::vector<Scheduler::Pending> Scheduler::NextBatch(
-    std::vector<std::pair<Pending, uint64_t>>& expired) {
+    std::vector<std::pair<Pending, uint64_t>>& expired, bool backlog) {
   std::vector<Pending> batch;
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [&] {
@@ -508,8 +508,11 @@ std::vector<Scheduler::Pending> Scheduler::NextBatch(
     // while recent waits collected something, and run at once after kFruitlessWaitsToSkip
     // waits in a row that collected nothing, until requests overlap again. And wait only where
     // a larger batch is measurably cheaper per image (WaitingPays): for a model whose cost
-    // grows with the batch, waiting just leaves the worker idle.
-    const bool worth_waiting = (overlap_ || fruitless_waits_ < kFruitlessWaitsToSkip) &&
+    // grows with the batch, waiting just leaves the worker idle. And never when requests queued
+    // up while this worker computed its last batch (`backlog`): under load, batches form while
+    // the worker is busy, and waiting would idle it for requests that come back only when
+    // answered.
+    const bool worth_waiting = !backlog && (overlap_ || fruitless_waits_ < kFruitlessWaitsToSkip) &&
                                WaitingPays(total, std::min(target, limit));
     overlap_ = false;
     if (dynamic_batching_ && max_batch_size_ > 0 && total < target && worth_waiting) {
@@ -540,9 +543,11 @@ std::vector<Scheduler::Pending> Scheduler::NextBatch(
 
 void Scheduler::WorkerLoop(Worker& worker) {
   FlushDenormals();
+  bool backlog = false;  // requests were queued when the last batch finished
   while (true) {
     std::vector<std::pair<Pending, uint64_t>> expired;
-    std::vector<Pending> batch = NextBatch(expired);
+    std::vector<Pending> batch = NextBatch(expired, backlog);
+    backlog = false;
     for (auto& [pending, queue_ns] : expired) {
       Fail(pending,
            absl::DeadlineExceededError(absl::StrCat("deadline of the request to model '",
@@ -563,6 +568,7 @@ void Scheduler::WorkerLoop(Worker& worker) {
       --executing_;
       more_queued = !queue_.empty();
     }
+    backlog = more_queued;
     cv_.notify_all();
     if (answers.empty()) continue;
     if (more_queued) {

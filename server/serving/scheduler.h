@@ -1,13 +1,18 @@
 // The scheduler of one served model version: validates requests against the model's config,
 // queues them (bounded), forms batches (dynamic batching: max_batch_size,
 // max_queue_delay_microseconds, preferred_batch_size) and runs them on `instance_group` count
-// workers, each with its own engine Workspace per plan. max_queue_delay is an upper bound: a
-// batch waits for more requests only while requests overlap or recent waits collected some, so
-// that a lone client (one request in flight) is not delayed by it, and only where the model's
-// measured compute per image is at least kBatchingGain lower at some larger batch size (or the
-// larger sizes are not measured yet): where batching saves no compute, waiting only idles the
-// worker. Requests whose deadline passes
-// while queued fail with DEADLINE_EXCEEDED without being computed.
+// workers, each with its own engine Workspace per plan. Requests whose deadline passes while
+// queued fail with DEADLINE_EXCEEDED without being computed.
+//
+// max_queue_delay is an upper bound, not a fixed wait. A batch waits for more requests only
+// - while requests overlap or recent waits collected some, so that a lone client (one request
+//   in flight) is not delayed by it;
+// - where the model's measured compute per image is at least kBatchingGain lower at some larger
+//   batch size (or the larger sizes are not measured yet): where batching saves no compute,
+//   waiting only idles the worker;
+// - and not when requests were queued as the worker finished its last batch: under load,
+//   batches form while the worker computes, and waiting would idle it for requests that come
+//   back only once answered.
 //
 // Two hand-offs are skipped where they only cost time:
 // - A lone request (nothing queued or being batched, an instance and the compute threads free,
@@ -137,8 +142,9 @@ class Scheduler : public repository::Servable {
   absl::Status Validate(Pending& pending) const;
   void Fail(Pending& pending, const absl::Status& status, uint64_t queue_ns);
   void WorkerLoop(Worker& worker);
-  // Takes the next batch from the queue (empty when stopping with nothing queued).
-  std::vector<Pending> NextBatch(std::vector<std::pair<Pending, uint64_t>>& expired);
+  // Takes the next batch from the queue (empty when stopping with nothing queued). `backlog`:
+  // requests were queued when this worker finished its last batch (then it does not wait).
+  std::vector<Pending> NextBatch(std::vector<std::pair<Pending, uint64_t>>& expired, bool backlog);
   // Runs `batch` on `worker`'s buffers and returns the answers of the requests that succeeded,
   // for the caller to deliver (failed ones are answered here). `threads_held`: the caller
   // already took the compute threads from the budget.

@@ -464,6 +464,42 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
   EXPECT_EQ(Stats("slowbatch").execution_count(), 5u);
 }
 
+// Under load the batcher does not wait: a request that queued up while the worker computed runs
+// as soon as the worker is free, not max_queue_delay (5 s here) after it arrived.
+TEST_F(ServerExtraTest, BacklogRunsWithoutWaitingForMore) {
+  WriteText(root_ / "backlog" / "config.pbtxt", R"(name: "backlog"
+max_batch_size: 2
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 5000000 }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+)");
+  WriteLinearOnnx(root_ / "backlog" / "1" / "model.onnx", 0.0f);
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  auto scheduler = SchedulerOf("backlog");
+  ASSERT_NE(scheduler, nullptr);
+  BudgetHold hold(server_->core().thread_budget());
+  // The worker waits for company for `first`, gets `second`, and blocks on the held threads.
+  auto first = CoreInfer("backlog");
+  auto second = CoreInfer("backlog");
+  ASSERT_TRUE(PollUntil([&] { return scheduler->queue_depth() == 0; }));
+  auto third = CoreInfer("backlog");  // queued behind the blocked batch
+  ASSERT_EQ(scheduler->queue_depth(), 1);
+  const Steady::time_point released = Steady::now();
+  hold.Release();
+  for (auto* result : {&first, &second, &third}) {
+    auto answer = result->get();
+    EXPECT_TRUE(answer.ok()) << answer.status();
+  }
+  // Waiting for a partner for `third` would have taken until its arrival + 5 s.
+  EXPECT_LT(Steady::now() - released, std::chrono::milliseconds(2500));
+  const inference::ModelStatistics stats = Stats("backlog");
+  EXPECT_EQ(stats.inference_count(), 3u);
+  EXPECT_EQ(stats.execution_count(), 2u);
+}
+
 // A request that finds the compute threads taken is queued for the worker, not run inline, and
 // still answered once they are free.
 TEST_F(ServerExtraTest, LoneRequestWithoutFreeThreadsIsQueued) {
