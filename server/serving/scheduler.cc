@@ -571,13 +571,18 @@ void Scheduler::WorkerLoop(Worker& worker) {
     backlog = more_queued;
     cv_.notify_all();
     if (answers.empty()) continue;
+    // With more queued, building and sending the answers would hold up the next batch: the
+    // responder thread does it while this worker computes, unless it has not yet taken what it
+    // was handed before (then it is the slower one, and this worker answers its own).
+    bool handed_over = false;
     if (more_queued) {
-      // Building and sending the answers would hold up the next batch: the responder thread
-      // does it while this worker computes.
-      {
-        std::lock_guard<std::mutex> lock(answers_mutex_);
-        for (Answer& answer : answers) answers_.push_back(std::move(answer));
+      std::lock_guard<std::mutex> lock(answers_mutex_);
+      if (answers_.empty()) {
+        answers_ = std::move(answers);
+        handed_over = true;
       }
+    }
+    if (handed_over) {
       answers_cv_.notify_one();
     } else {
       for (Answer& answer : answers) answer.callback(std::move(answer.response));

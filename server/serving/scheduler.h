@@ -23,7 +23,8 @@
 //   instances, so the instance and thread limits hold as before.
 // - A worker that has more requests queued when a batch finishes leaves the answers (building
 //   and sending the responses) to the scheduler's responder thread and goes on computing; with
-//   nothing queued it answers them itself.
+//   nothing queued, or while the responder has not taken the previous hand-over yet, it
+//   answers them itself.
 //
 // Thread safety: Submit may be called from any thread and never blocks on computation. The
 // destructor stops accepting work, lets the workers finish everything queued, and joins them:
