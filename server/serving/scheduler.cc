@@ -385,28 +385,28 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
   cv_.notify_all();
 }
 
-bool LargerBatchPays(int64_t total, int64_t limit, double gain,
-                     const std::function<int64_t(int64_t)>& infer_ns) {
+int64_t BatchWaitBudgetNs(int64_t total, int64_t limit, double gain,
+                          const std::function<int64_t(int64_t)>& infer_ns) {
   const auto per_image = [&](int64_t batch) {
     const int64_t ns = infer_ns(batch);
     return ns > 0 ? static_cast<double>(ns) / static_cast<double>(batch) : -1.0;
   };
   const double now = per_image(total);
-  if (now < 0) return true;
-  bool any_larger = false;
+  if (now < 0) return kWaitUnmeasured;
+  double best = -1;
   for (int64_t b = total + 1; b <= limit; ++b) {
     const double larger = per_image(b);
-    if (larger < 0) continue;
-    any_larger = true;
-    if (larger * (1.0 + gain) <= now) return true;
+    if (larger >= 0 && (best < 0 || larger < best)) best = larger;
   }
-  return !any_larger;
+  if (best < 0) return kWaitUnmeasured;
+  if (best * (1.0 + gain) > now) return 0;
+  return std::max<int64_t>(1, static_cast<int64_t>(static_cast<double>(total) * (now - best)));
 }
 
-bool Scheduler::WaitingPays(int64_t total, int64_t limit) const {
+int64_t Scheduler::WaitBudgetNs(int64_t total, int64_t limit) const {
   const int64_t last = static_cast<int64_t>(infer_ns_by_batch_.size()) - 1;
-  if (total < 1 || total > last) return false;
-  return LargerBatchPays(total, std::min(limit, last), kBatchingGain, [&](int64_t batch) {
+  if (total < 1 || total > last) return 0;
+  return BatchWaitBudgetNs(total, std::min(limit, last), kBatchingGain, [&](int64_t batch) {
     return infer_ns_by_batch_[static_cast<size_t>(batch)].load(std::memory_order_relaxed);
   });
 }
@@ -430,7 +430,7 @@ bool Scheduler::ClaimInline() {
       model_->config.dynamic_batching().max_queue_delay_microseconds() > 0;
   const bool batcher_waits = batcher_may_wait &&
                              (overlap_ || fruitless_waits_ < kFruitlessWaitsToSkip) &&
-                             WaitingPays(1, max_batch_size_);
+                             WaitBudgetNs(1, max_batch_size_) != 0;
   if (batcher_waits) return false;
   const int64_t single_ns = infer_ns_by_batch_[1].load(std::memory_order_relaxed);
   if (single_ns <= 0 || single_ns > kInlineMaxInferUs * 1000) return false;
@@ -507,19 +507,22 @@ std::vector<Scheduler::Pending> Scheduler::NextBatch(
     // wait while requests overlap (one arrived while another was queued or being batched) or
     // while recent waits collected something, and run at once after kFruitlessWaitsToSkip
     // waits in a row that collected nothing, until requests overlap again. And wait only where
-    // a larger batch is measurably cheaper per image (WaitingPays): for a model whose cost
+    // a larger batch is measurably cheaper per image, and no longer than the compute that saves
+    // (WaitBudgetNs): for a model whose cost
     // grows with the batch, waiting just leaves the worker idle. And never when requests queued
     // up while this worker computed its last batch (`backlog`): under load, batches form while
     // the worker is busy, and waiting would idle it for requests that come back only when
     // answered.
-    const bool worth_waiting = !backlog && (overlap_ || fruitless_waits_ < kFruitlessWaitsToSkip) &&
-                               WaitingPays(total, std::min(target, limit));
+    const int64_t budget_ns = WaitBudgetNs(total, std::min(target, limit));
+    const bool worth_waiting =
+        !backlog && (overlap_ || fruitless_waits_ < kFruitlessWaitsToSkip) && budget_ns != 0;
     overlap_ = false;
     if (dynamic_batching_ && max_batch_size_ > 0 && total < target && worth_waiting) {
       const int64_t before_wait = total;
-      const Clock::time_point until =
-          batch.front().arrival +
-          std::chrono::microseconds(batching.max_queue_delay_microseconds());
+      Clock::time_point until = batch.front().arrival +
+                                std::chrono::microseconds(batching.max_queue_delay_microseconds());
+      if (budget_ns > 0)
+        until = std::min(until, Clock::now() + std::chrono::nanoseconds(budget_ns));
       while (total < target && !stopping_ && Clock::now() < until) {
         cv_.wait_until(lock, until, [&] { return !queue_.empty() || stopping_; });
         take_expired();

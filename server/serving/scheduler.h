@@ -8,8 +8,8 @@
 // - while requests overlap or recent waits collected some, so that a lone client (one request
 //   in flight) is not delayed by it;
 // - where the model's measured compute per image is at least kBatchingGain lower at some larger
-//   batch size (or the larger sizes are not measured yet): where batching saves no compute,
-//   waiting only idles the worker;
+//   batch size (or the larger sizes are not measured yet), and no longer than the compute that
+//   saves (BatchWaitBudgetNs): where batching saves no compute, waiting only idles the worker;
 // - and not when requests were queued as the worker finished its last batch: under load,
 //   batches form while the worker computes, and waiting would idle it for requests that come
 //   back only once answered.
@@ -70,14 +70,18 @@ class ThreadBudget {
   const int total_;
 };
 
-// The batching policy's cost test: with `total` images at hand, whether waiting for more can
-// pay. `infer_ns(b)` is the measured time of one execution of batch size b (<= 0: not
-// measured).
-// It pays where some batch size in (total, limit] was measured at least `gain` cheaper per
-// image, or where no size in (total, limit] is measured yet (waiting is how they get measured);
-// with `total` itself not measured, always.
-bool LargerBatchPays(int64_t total, int64_t limit, double gain,
-                     const std::function<int64_t(int64_t)>& infer_ns);
+// The batching policy's cost test: with `total` images at hand, how long waiting for more may
+// last. `infer_ns(b)` is the measured time of one execution of batch size b (<= 0: not
+// measured). Let c(b) = infer_ns(b) / b and c* the lowest c(b) measured for b in (total, limit].
+// Returns
+// - kWaitUnmeasured where c(total) or every size in (total, limit] is not measured yet (wait up
+//   to max_queue_delay: waiting is how larger batches get measured);
+// - 0 (do not wait) where c* is not at least `gain` below c(total);
+// - else total * (c(total) - c*), in ns: the compute the images at hand would save in the
+//   cheaper batch. Waiting longer idles the worker for more than batching can give back.
+inline constexpr int64_t kWaitUnmeasured = -1;
+int64_t BatchWaitBudgetNs(int64_t total, int64_t limit, double gain,
+                          const std::function<int64_t(int64_t)>& infer_ns);
 
 struct SchedulerOptions {
   int total_threads = 1;                   // threads for all instances of this model together
@@ -153,8 +157,8 @@ class Scheduler : public repository::Servable {
   // Whether a request submitted now may run on the submitting thread; takes the instance and
   // the threads when it may. Called with mutex_ held.
   bool ClaimInline();
-  // LargerBatchPays on this model's measured infer times, with kBatchingGain.
-  bool WaitingPays(int64_t total, int64_t limit) const;
+  // BatchWaitBudgetNs on this model's measured infer times, with kBatchingGain.
+  int64_t WaitBudgetNs(int64_t total, int64_t limit) const;
   void RecordInferTime(int64_t batch, uint64_t infer_ns);
   void RunInline(Pending pending);
   void ResponderLoop();
