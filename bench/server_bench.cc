@@ -664,16 +664,19 @@ Floor MeasureRpcFloor(Stub& stub, pid_t server_pid, double seconds) {
 }
 
 // `expected_output_bytes` is per request (images_per_request times one image's output).
+// `server_statistics`: read ModelStatistics before and after (false for the do-nothing server,
+// which has none).
 Phase RunPhase(Stub& stub, pid_t server_pid, const std::string& model,
                const std::vector<inference::ModelInferRequest>& requests, int images_per_request,
-               int concurrency, double seconds, size_t expected_output_bytes) {
+               int concurrency, double seconds, size_t expected_output_bytes,
+               bool server_statistics = true) {
   DriveInfer(stub, requests, concurrency, 0.15, expected_output_bytes);  // warm-up
-  const ServerStats before = ReadServerStats(stub, model);
+  const ServerStats before = server_statistics ? ReadServerStats(stub, model) : ServerStats{};
   const CpuMark mark = MarkCpu(server_pid);
   const std::vector<double> latencies =
       DriveInfer(stub, requests, concurrency, seconds, expected_output_bytes);
   const CpuMark after = MarkCpu(server_pid);
-  const ServerStats stats = ReadServerStats(stub, model);
+  const ServerStats stats = server_statistics ? ReadServerStats(stub, model) : ServerStats{};
 
   Phase phase;
   phase.concurrency = concurrency;
@@ -748,6 +751,7 @@ struct Options {
   double seconds = 1.0;
   std::string png = "tests/data/images/t10k-00000_label-9_ankle-boot.png";
   std::string png_models = "fashion-k3";
+  std::string null_server;  // default: convserve-null-server beside this binary
   std::string out = "bench/SERVER.md";
   std::string json;
 };
@@ -763,6 +767,8 @@ struct Row {
   std::vector<Phase> c1, c8, png_c1, png_c8;
   std::vector<Phase> batch_c8;  // kClientBatch images per request, concurrency 8
   std::vector<Floor> floor;     // ServerLive at concurrency 1, measured just before c1
+  // The same FP32 requests against convserve-null-server (answers without doing anything).
+  std::vector<Phase> null_c1, null_c8;
 };
 
 std::vector<double> Collect(size_t n, const std::function<double(size_t)>& at) {
@@ -778,6 +784,9 @@ std::string Cell(const Spread& s, int digits) {
 struct Summary {  // what the tables show for one row and one input kind
   Spread engine_p50, engine_p99, server_p50, server_p99, overhead_p50, overhead_p99;
   Spread floor_p50, floor_p99, floor_client_cpu, floor_server_cpu;
+  // convserve-null-server with the same FP32 requests: c1 p50, c8 images/s and its ratio to the
+  // engine's best, server CPU per request at c8.
+  Spread null_p50, null_ips, null_ratio, null_server_us;
   Spread c1_infer_us, c1_client_us, c1_server_us, c1_queue_us;
   Spread engine_best, engine_at_max_c, server_ips, ratio, ceiling;
   Spread avg_batch, infer_us, queue_us, client_cores, server_cores, server_grpc_cores, other_cores,
@@ -802,6 +811,15 @@ Summary Summarize(const Row& row, const std::vector<Phase>& c1, const std::vecto
       SpreadOf(Collect(n, [&](size_t i) { return row.floor[i].client_cpu_us; }), true);
   s.floor_server_cpu =
       SpreadOf(Collect(n, [&](size_t i) { return row.floor[i].server_cpu_us; }), true);
+  if (row.null_c1.size() >= n && row.null_c8.size() >= n) {
+    s.null_p50 = SpreadOf(Collect(n, [&](size_t i) { return row.null_c1[i].p50_us; }), true);
+    s.null_ips = SpreadOf(Collect(n, [&](size_t i) { return row.null_c8[i].images_per_s; }), false);
+    s.null_ratio = SpreadOf(
+        Collect(n, [&](size_t i) { return row.null_c8[i].images_per_s / e[i].best_images_per_s; }),
+        false);
+    s.null_server_us = SpreadOf(
+        Collect(n, [&](size_t i) { return row.null_c8[i].server_cpu_us_per_request; }), true);
+  }
   s.c1_infer_us = SpreadOf(Collect(n, [&](size_t i) { return c1[i].infer_us_per_image; }), true);
   s.c1_client_us =
       SpreadOf(Collect(n, [&](size_t i) { return c1[i].client_cpu_us_per_request; }), true);
@@ -904,6 +922,11 @@ std::string SummaryJson(const Summary& s) {
        {"overhead_p99_us", SpreadJson(s.overhead_p99)},
        {"rpc_floor_server_live_p50_us", SpreadJson(s.floor_p50)},
        {"rpc_floor_server_live_p99_us", SpreadJson(s.floor_p99)},
+       {"null_server_p50_us", SpreadJson(s.null_p50)},
+       {"null_server_images_per_s_c" + std::to_string(kThroughputConcurrency),
+        SpreadJson(s.null_ips)},
+       {"null_server_cpu_us_per_request_c" + std::to_string(kThroughputConcurrency),
+        SpreadJson(s.null_server_us)},
        {"server_compute_infer_us_c1", SpreadJson(s.c1_infer_us)},
        {"engine_best_images_per_s", SpreadJson(s.engine_best)},
        {"engine_best_batch", std::to_string(s.best_batch)},
@@ -971,6 +994,10 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
       }
       out << "}},\n        \"server_c1\": " << PhaseJson(row.c1[i])
           << ",\n        \"server_c8\": " << PhaseJson(row.c8[i]);
+      if (i < row.null_c1.size() && i < row.null_c8.size()) {
+        out << ",\n        \"null_server_c1\": " << PhaseJson(row.null_c1[i])
+            << ",\n        \"null_server_c8\": " << PhaseJson(row.null_c8[i]);
+      }
       if (i < row.batch_c8.size()) {
         out << ",\n        \"server_c8_" << kClientBatch
             << "_images_per_request\": " << PhaseJson(row.batch_c8[i]);
@@ -1027,7 +1054,14 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << " s (client-side batching: one FP32 [" << kClientBatch
       << ", 1, 28, 28] tensor in `raw_input_contents`, every answer checked to hold "
       << kClientBatch
-      << " images' logits); each server phase after 0.15 s of warm-up. Overhead = server latency - "
+      << " images' logits); each server phase after 0.15 s of warm-up; then the same FP32 "
+         "requests at concurrency 1 and "
+      << kThroughputConcurrency
+      << " against `convserve-null-server` (bench/null_server.cc), a do-nothing gRPC server of "
+         "the same protocol: gRPC's asynchronous API with one completion-queue thread, answering "
+         "every ModelInfer at once with an output of the model's size and nothing decoded, "
+         "validated, queued or computed. It is the least any server of this protocol pays per "
+         "call on this machine, measured in the same rounds. Overhead = server latency - "
          "engine batch-1 latency of the same "
          "round. Throughput ratio = server images/s at concurrency "
       << kThroughputConcurrency
@@ -1046,7 +1080,19 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << Fixed(s.ratio.median * 100, 0) << "% of the engine's best (target "
         << Fixed(kThroughputTarget * 100, 0)
         << "%: " << (s.ratio.median >= kThroughputTarget ? "met" : "**missed**") << ").";
-    if (s.floor_p50.median > kOverheadTargetUs) {
+    if (!std::isnan(s.null_p50.median)) {
+      out << " The do-nothing gRPC server answers the same request in "
+          << Fixed(s.null_p50.median, 0) << " us at p50 ("
+          << (s.null_p50.median > kOverheadTargetUs ? "above" : "within")
+          << " the overhead target by itself), so convserve adds "
+          << Fixed(s.server_p50.median - s.null_p50.median - s.engine_p50.median, 0)
+          << " us beyond it and the engine; at concurrency " << kThroughputConcurrency
+          << " it serves " << Fixed(s.null_ips.median, 0) << " requests/s, "
+          << Fixed(s.null_ratio.median * 100, 0)
+          << "% of the engine's best images/s: with one image per request no server of this "
+             "protocol gets further on this machine"
+          << (s.null_ratio.median < kThroughputTarget ? ", which is below the target" : "") << ".";
+    } else if (s.floor_p50.median > kOverheadTargetUs) {
       out << " The RPC floor alone (ServerLive p50 " << Fixed(s.floor_p50.median, 0)
           << " us, no model work) is above the overhead target on this machine.";
     }
@@ -1071,15 +1117,22 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
 
   out << "## Overhead per request, concurrency 1\n\n"
       << "| model | input | threads | engine p50 us | engine p99 us | server p50 us | server p99 "
-         "us | overhead p50 us | overhead p99 us | p50 target | RPC floor p50 / p99 us |\n"
-      << "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|\n";
+         "us | overhead p50 us | overhead p99 us | p50 target | RPC floor p50 / p99 us | "
+         "do-nothing server p50 us | server - do-nothing - engine p50 us |\n"
+      << "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|\n";
   const auto latency_row = [&](const Row& row, const std::string& input, const Summary& s) {
     out << "| " << row.model << " | " << input << " | " << row.threads << " | "
         << Cell(s.engine_p50, 0) << " | " << Cell(s.engine_p99, 0) << " | " << Cell(s.server_p50, 0)
         << " | " << Cell(s.server_p99, 0) << " | " << Cell(s.overhead_p50, 0) << " | "
         << Cell(s.overhead_p99, 0) << " | "
         << (s.overhead_p50.median <= kOverheadTargetUs ? "met" : "**missed**") << " | "
-        << Fixed(s.floor_p50.median, 0) << " / " << Fixed(s.floor_p99.median, 0) << " |\n";
+        << Fixed(s.floor_p50.median, 0) << " / " << Fixed(s.floor_p99.median, 0) << " | ";
+    if (input == "FP32") {
+      out << Cell(s.null_p50, 0) << " | "
+          << Fixed(s.server_p50.median - s.null_p50.median - s.engine_p50.median, 0) << " |\n";
+    } else {
+      out << "- | - |\n";
+    }
   };
   for (const Row& row : rows) {
     latency_row(row, "FP32", Summarize(row, row.c1, row.c8));
@@ -1091,7 +1144,10 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
 
   out << "\nRPC floor: `ServerLive` (empty request, one bool back) at concurrency 1 against the "
          "same server in the same round, i.e. what any unary gRPC call costs on this machine "
-         "with no model work at all.\n";
+         "with no model work at all. Do-nothing server: the same FP32 request against "
+         "`convserve-null-server` in the same round (medians of the differences' parts, so the "
+         "last column is convserve's own cost: conversion, validation, scheduling, statistics, "
+         "and compute slower than the engine's warm loop).\n";
   out << "\nWhere the concurrency-1 time goes (FP32, medians over rounds): the server's own "
          "compute time per request (ModelStatistics compute_infer), and CPU microseconds per "
          "request of the server process and of this client, next to the same for `ServerLive`.\n\n"
@@ -1110,8 +1166,9 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
   out << "\n## Throughput, concurrency " << kThroughputConcurrency << " with dynamic batching\n\n"
       << "| model | input | threads | engine best img/s (batch) | engine img/s at batch "
       << kThroughputConcurrency << " | server img/s | ratio | target | batch formed | "
-      << "ceiling at batch " << kThroughputConcurrency << " |\n"
-      << "|---|---|---:|---:|---:|---:|---:|---|---:|---:|\n";
+      << "ceiling at batch " << kThroughputConcurrency << " | do-nothing server req/s (% of "
+      << "engine best) |\n"
+      << "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|\n";
   const auto throughput_row = [&](const Row& row, const std::string& input, const Summary& s) {
     out << "| " << row.model << " | " << input << " | " << row.threads << " | "
         << Cell(s.engine_best, 0) << " (" << s.best_batch << ") | " << Cell(s.engine_at_max_c, 0)
@@ -1119,7 +1176,12 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << Fixed(s.ratio.best * 100, 0) << "%) | "
         << (s.ratio.median >= kThroughputTarget ? "met" : "**missed**") << " | "
         << Cell(s.avg_batch, 2) << " | "
-        << (std::isnan(s.ceiling.median) ? "-" : Fixed(s.ceiling.median * 100, 0) + "%") << " |\n";
+        << (std::isnan(s.ceiling.median) ? "-" : Fixed(s.ceiling.median * 100, 0) + "%") << " | "
+        << (input == "FP32" && !std::isnan(s.null_ips.median)
+                ? absl::StrCat(Fixed(s.null_ips.median, 0), " (",
+                               Fixed(s.null_ratio.median * 100, 0), "%)")
+                : "-")
+        << " |\n";
   };
   const std::string batched_input = absl::StrCat("FP32, ", kClientBatch, " images/request");
   for (const Row& row : rows) {
@@ -1140,7 +1202,12 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << " images in each request (client-side batching, " << kThroughputConcurrency * kClientBatch
       << " images in flight), so the per-request costs are shared by " << kClientBatch
       << " images; the server may then form batches larger than " << kThroughputConcurrency
-      << ", so no ceiling is given for them.\n";
+      << ", so no ceiling is given for them. \"do-nothing server\": the same one-image requests "
+         "at concurrency "
+      << kThroughputConcurrency
+      << " against `convserve-null-server`, which computes nothing: the most requests/s this "
+         "client and gRPC reach on this machine, so its percentage is the ceiling of the ratio "
+         "for one image per request.\n";
 
   out << "\n## Where the CPU goes at concurrency " << kThroughputConcurrency << " (FP32)\n\n"
       << "CPU time over the measured phase, in cores (CPU seconds per second), and per request. "
@@ -1153,16 +1220,16 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << "| model | threads | images/req | client cores | client us/req | server cores | of "
          "which gRPC threads | server us/req | client+server us/img | other cores | server infer "
          "us/img | engine us/img at batch "
-      << kThroughputConcurrency << " | queue us |\n"
-      << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
+      << kThroughputConcurrency << " | queue us | do-nothing server us/req |\n"
+      << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n";
   const auto cpu_row = [&](const Row& row, const Summary& s) {
     out << "| " << row.model << " | " << row.threads << " | " << s.images_per_request << " | "
         << Fixed(s.client_cores.median, 2) << " | " << Fixed(s.client_us.median, 0) << " | "
         << Fixed(s.server_cores.median, 2) << " | " << Fixed(s.server_grpc_cores.median, 2) << " | "
         << Fixed(s.server_us.median, 0) << " | " << Fixed(CpuUsPerImage(s), 0) << " | "
         << Fixed(s.other_cores.median, 2) << " | " << Fixed(s.infer_us.median, 1) << " | "
-        << Fixed(1e6 / s.engine_at_max_c.median, 1) << " | " << Fixed(s.queue_us.median, 0)
-        << " |\n";
+        << Fixed(1e6 / s.engine_at_max_c.median, 1) << " | " << Fixed(s.queue_us.median, 0) << " | "
+        << (s.images_per_request == 1 ? Fixed(s.null_server_us.median, 0) : "-") << " |\n";
   };
   for (const Row& row : rows) cpu_row(row, Summarize(row, row.c1, row.c8));
   for (const Row& row : rows) {
@@ -1263,6 +1330,8 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--png-models", options.png_models, "Models that also get the PNG rows")
       ->capture_default_str();
+  app.add_option("--null-server", options.null_server,
+                 "Path of convserve-null-server (default: beside this binary)");
   app.add_option("--out", options.out, "Markdown report")->capture_default_str();
   app.add_option("--json", options.json,
                  "JSON results (default: server_results.json beside --out)");
@@ -1302,9 +1371,30 @@ int main(int argc, char** argv) {
   const std::string png = options.png.empty() ? "" : ReadFileOrDie(options.png);
 
   std::map<std::string, std::unique_ptr<EngineBench>> engines;
+  std::vector<std::string> null_output_bytes;  // "model=bytes per image" for the null server
   for (const auto& model : models) {
     engines[model] = EngineBench::Load(options.repository, model, 16);
+    null_output_bytes.push_back(absl::StrCat(
+        model, "=", static_cast<size_t>(engines[model]->output_elements()) * sizeof(float)));
   }
+
+  // The do-nothing peer, one process for the whole run.
+  if (options.null_server.empty()) {
+    options.null_server = (fs::path(argv[0]).parent_path() / "convserve-null-server").string();
+  }
+  if (!fs::exists(options.null_server)) Die("no convserve-null-server at " + options.null_server);
+  const int null_port = FreeLoopbackPort();
+  ServerProcess null_server(
+      options.null_server,
+      {"--port", std::to_string(null_port), "--output-bytes",
+       absl::StrJoin(null_output_bytes, ",")},
+      fs::temp_directory_path() / absl::StrCat("convserve-null-server-", getpid(), ".log"));
+  grpc::ChannelArguments null_channel_args;
+  null_channel_args.SetMaxReceiveMessageSize(-1);
+  auto null_stub = inference::GRPCInferenceService::NewStub(
+      grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", null_port),
+                                grpc::InsecureChannelCredentials(), null_channel_args));
+  WaitUntilReady(null_server, *null_stub, models);
 
   std::vector<Row> rows;
   for (int threads : thread_counts) {
@@ -1398,6 +1488,12 @@ int main(int argc, char** argv) {
                                   options.seconds, output_bytes));
         row.c8.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model], 1,
                                   kThroughputConcurrency, options.seconds, output_bytes));
+        row.null_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
+                                       fp32_requests[row.model], 1, 1, options.seconds,
+                                       output_bytes, /*server_statistics=*/false));
+        row.null_c8.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
+                                       fp32_requests[row.model], 1, kThroughputConcurrency,
+                                       options.seconds, output_bytes, /*server_statistics=*/false));
         if (!batched_requests[row.model].empty()) {
           row.batch_c8.push_back(
               RunPhase(*stub, server.pid(), row.model, batched_requests[row.model], kClientBatch,
@@ -1415,7 +1511,9 @@ int main(int argc, char** argv) {
                   << " us, server p50 " << Fixed(row.c1.back().p50_us, 0) << " us, engine best "
                   << Fixed(row.engine.back().best_images_per_s, 0) << " img/s, server c8 "
                   << Fixed(row.c8.back().images_per_s, 0) << " img/s (batch "
-                  << Fixed(row.c8.back().avg_batch, 1) << ")";
+                  << Fixed(row.c8.back().avg_batch, 1) << "), do-nothing server c1 p50 "
+                  << Fixed(row.null_c1.back().p50_us, 0) << " us, c8 "
+                  << Fixed(row.null_c8.back().images_per_s, 0) << " req/s";
         if (!row.batch_c8.empty()) {
           std::cerr << ", " << kClientBatch << " img/request "
                     << Fixed(row.batch_c8.back().images_per_s, 0) << " img/s (batch "
@@ -1427,6 +1525,7 @@ int main(int argc, char** argv) {
     }
     server.Stop();
   }
+  null_server.Stop();
 
   ctx.wall_seconds = SecondsSince(started);
   WriteMarkdown(ctx, rows, options.out);

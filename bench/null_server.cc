@@ -1,0 +1,176 @@
+// convserve-null-server: a do-nothing gRPC server speaking convserve's inference protocol, the
+// peer that convserve-server-bench measures beside convserve-server. It answers ModelInfer with
+// an output of the size the real model returns (zeros: nothing is decoded, validated, queued or
+// computed), and ServerReady/ModelReady with true. It uses gRPC's asynchronous API with one
+// completion-queue thread, the least work a gRPC C++ server can do per call, so that its latency
+// and CPU per call are the floor that any server of this protocol pays on the machine.
+//
+//   convserve-null-server --port 8101 --output-bytes fashion-k3=40,fashion-mlp=40
+//
+// --output-bytes gives each model's output bytes per image; a request of N images (the first
+// dimension of its first input) gets N times that. Stops on SIGTERM/SIGINT.
+#include <grpcpp/grpcpp.h>
+#include <signal.h>
+
+#include <cstdlib>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "proto/inference.grpc.pb.h"
+
+namespace {
+
+using Service = inference::GRPCInferenceService::AsyncService;
+
+// One outstanding call of one method: requested from gRPC, answered, then deleted. A new one
+// is requested as soon as this one arrives, so that a call is always waiting for the next RPC.
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  // `ok`: the completion-queue event succeeded (false when the server is shutting down).
+  virtual void Proceed(bool ok) = 0;
+};
+
+template <typename Request, typename Response>
+class UnaryHandler final : public Handler {
+ public:
+  using RequestFn = void (Service::*)(grpc::ServerContext*, Request*,
+                                      grpc::ServerAsyncResponseWriter<Response>*,
+                                      grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
+  using AnswerFn = std::function<void(const Request&, Response&)>;
+
+  static void Start(Service* service, grpc::ServerCompletionQueue* queue, RequestFn request,
+                    AnswerFn answer) {
+    auto* handler = new UnaryHandler(service, queue, request, std::move(answer));
+    (service->*request)(&handler->context_, &handler->request_, &handler->writer_, queue, queue,
+                        handler);
+  }
+
+  void Proceed(bool ok) override {
+    if (answered_ || !ok) {
+      delete this;
+      return;
+    }
+    Start(service_, queue_, request_fn_, answer_);
+    answer_(request_, response_);
+    answered_ = true;
+    writer_.Finish(response_, grpc::Status::OK, this);
+  }
+
+ private:
+  UnaryHandler(Service* service, grpc::ServerCompletionQueue* queue, RequestFn request,
+               AnswerFn answer)
+      : service_(service), queue_(queue), request_fn_(request), answer_(std::move(answer)) {}
+
+  Service* service_;
+  grpc::ServerCompletionQueue* queue_;
+  RequestFn request_fn_;
+  AnswerFn answer_;
+  grpc::ServerContext context_;
+  Request request_;
+  Response response_;
+  grpc::ServerAsyncResponseWriter<Response> writer_{&context_};
+  bool answered_ = false;
+};
+
+void Usage(const std::string& why) {
+  std::cerr << "convserve-null-server: " << why
+            << "\nusage: convserve-null-server --port P --output-bytes MODEL=BYTES[,MODEL=BYTES...]"
+            << std::endl;
+  std::exit(2);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  // SIGTERM/SIGINT go to a watcher thread that shuts the server down (blocked here, before gRPC
+  // starts threads that would inherit the mask); the queue thread (this one) then drains.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  int port = 0;
+  std::map<std::string, int64_t> output_bytes;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (i + 1 >= argc) Usage("missing value after " + arg);
+    const std::string value = argv[++i];
+    if (arg == "--port") {
+      if (!absl::SimpleAtoi(value, &port) || port <= 0 || port > 65535) {
+        Usage("bad --port " + value);
+      }
+    } else if (arg == "--output-bytes") {
+      for (absl::string_view entry : absl::StrSplit(value, ',', absl::SkipEmpty())) {
+        const std::pair<std::string, std::string> kv = absl::StrSplit(entry, '=');
+        int64_t bytes = 0;
+        if (kv.first.empty() || !absl::SimpleAtoi(kv.second, &bytes) || bytes <= 0) {
+          Usage(absl::StrCat("bad --output-bytes entry '", entry, "'"));
+        }
+        output_bytes[kv.first] = bytes;
+      }
+    } else {
+      Usage("unknown option " + arg);
+    }
+  }
+  if (port == 0 || output_bytes.empty()) Usage("--port and --output-bytes are required");
+
+  Service service;
+  grpc::ServerBuilder builder;
+  int bound_port = 0;
+  builder.AddListeningPort(absl::StrCat("127.0.0.1:", port), grpc::InsecureServerCredentials(),
+                           &bound_port);
+  builder.SetMaxReceiveMessageSize(-1);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::ServerCompletionQueue> queue = builder.AddCompletionQueue();
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (server == nullptr || bound_port == 0) Usage(absl::StrCat("cannot listen on port ", port));
+
+  using inference::ModelInferRequest;
+  using inference::ModelInferResponse;
+  UnaryHandler<ModelInferRequest, ModelInferResponse>::Start(
+      &service, queue.get(), &Service::RequestModelInfer,
+      [&](const ModelInferRequest& request, ModelInferResponse& response) {
+        auto it = output_bytes.find(request.model_name());
+        const int64_t per_image = it == output_bytes.end() ? 0 : it->second;
+        const int64_t images = request.inputs_size() > 0 && request.inputs(0).shape_size() > 0
+                                   ? request.inputs(0).shape(0)
+                                   : 1;
+        response.set_model_name(request.model_name());
+        response.set_model_version("1");
+        response.set_id(request.id());
+        auto* output = response.add_outputs();
+        output->set_name("output");
+        output->set_datatype("FP32");
+        output->add_shape(images);
+        output->add_shape(per_image / 4);
+        response.add_raw_output_contents(
+            std::string(static_cast<size_t>(images * per_image), '\0'));
+      });
+  UnaryHandler<inference::ServerReadyRequest, inference::ServerReadyResponse>::Start(
+      &service, queue.get(), &Service::RequestServerReady,
+      [](const auto&, auto& response) { response.set_ready(true); });
+  UnaryHandler<inference::ModelReadyRequest, inference::ModelReadyResponse>::Start(
+      &service, queue.get(), &Service::RequestModelReady, [&](const auto& request, auto& response) {
+        response.set_ready(output_bytes.count(request.name()) > 0);
+      });
+
+  std::thread watcher([&] {
+    int received = 0;
+    sigwait(&signals, &received);
+    server->Shutdown(std::chrono::system_clock::now());
+    queue->Shutdown();
+  });
+  std::cerr << "convserve-null-server listening on 127.0.0.1:" << bound_port << std::endl;
+  void* tag = nullptr;
+  bool ok = false;
+  while (queue->Next(&tag, &ok)) static_cast<Handler*>(tag)->Proceed(ok);
+  watcher.join();
+  return 0;
+}
