@@ -451,13 +451,17 @@ void Scheduler::RunInline(Pending pending) {
   batch.push_back(std::move(pending));
   std::vector<Answer> answers = Execute(*inline_worker_, std::move(batch), /*threads_held=*/true);
   _mm_setcsr(mxcsr);
+  bool wake;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     inline_busy_ = false;
     --executing_;
+    wake = !queue_.empty() || stopping_;
   }
-  // Requests that arrived meanwhile are queued for the workers.
-  cv_.notify_all();
+  // Requests that arrived meanwhile are queued for the workers, and a stopping scheduler waits
+  // for this execution. Otherwise there is nothing to wake a worker for: a wake-up costs both
+  // threads tens of microseconds on a virtual machine, a large share of a small model's request.
+  if (wake) cv_.notify_all();
   for (Answer& answer : answers) answer.callback(std::move(answer.response));
 }
 
@@ -565,14 +569,16 @@ void Scheduler::WorkerLoop(Worker& worker) {
       continue;
     }
     std::vector<Answer> answers = Execute(worker, std::move(batch), /*threads_held=*/false);
-    bool more_queued;
+    bool more_queued, stopping;
     {
       std::lock_guard<std::mutex> lock(mutex_);
       --executing_;
       more_queued = !queue_.empty();
+      stopping = stopping_;
     }
     backlog = more_queued;
-    cv_.notify_all();
+    // Another instance may be waiting for a free slot; with nothing queued it has no work.
+    if (more_queued || stopping) cv_.notify_all();
     if (answers.empty()) continue;
     // With more queued, building and sending the answers would hold up the next batch: the
     // responder thread does it while this worker computes, unless it has not yet taken what it
