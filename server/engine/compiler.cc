@@ -13,6 +13,7 @@
 #include <limits>
 #include <set>
 #include <sstream>
+#include <string_view>
 #include <unordered_map>
 
 #include "absl/strings/str_cat.h"
@@ -372,8 +373,12 @@ absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView>
 
 class Compiler final : public CompileContext {
  public:
-  Compiler(const Graph& graph, const ModelOptions& options, int64_t batch_size, int num_threads)
-      : graph_(graph), options_(options), plan_(std::make_shared<PlanImpl>()) {
+  Compiler(const Graph& graph, const ModelOptions& options, int64_t batch_size, int num_threads,
+           ConstantCache* constants)
+      : graph_(graph),
+        options_(options),
+        constants_(constants),
+        plan_(std::make_shared<PlanImpl>()) {
     plan_->model_name_ = options.model_name;
     plan_->batch_size_ = batch_size;
     plan_->num_threads_ = num_threads;
@@ -463,6 +468,7 @@ class Compiler final : public CompileContext {
 
   const Graph& graph_;
   const ModelOptions& options_;
+  ConstantCache* const constants_;  // may be null
   std::shared_ptr<PlanImpl> plan_;
   std::vector<SlotDef>& slots_ = plan_->slots_;
   std::map<std::string, ValueState> values_;
@@ -575,7 +581,7 @@ absl::StatusOr<memory> Compiler::ConstantMemory(const Tensor& tensor, const memo
     dnnl::stream stream(CpuEngine());
     dnnl::reorder(src, dst).execute(stream, src, dst);
     stream.wait();
-    return dst;
+    return constants_ ? constants_->Share(std::move(dst)) : dst;
   } catch (const dnnl::error& e) {
     return absl::InternalError(absl::StrCat("reorder of a constant failed: ", e.what()));
   }
@@ -892,11 +898,41 @@ absl::StatusOr<std::shared_ptr<const Plan>> Compiler::Compile() {
 
 }  // namespace
 
+dnnl::memory ConstantCache::Share(dnnl::memory candidate) {
+  const memory::desc desc = candidate.get_desc();
+  const size_t size = desc.get_size();
+  const std::string_view bytes(static_cast<const char*>(candidate.get_data_handle()), size);
+  const uint64_t hash = std::hash<std::string_view>{}(bytes);
+  std::lock_guard<std::mutex> lock(mutex_);
+  auto [first, last] = entries_.equal_range(hash);
+  for (auto it = first; it != last; ++it) {
+    const memory& held = it->second;
+    if (held.get_desc() == desc && std::memcmp(held.get_data_handle(), bytes.data(), size) == 0) {
+      return held;
+    }
+  }
+  entries_.emplace(hash, candidate);
+  return candidate;
+}
+
+size_t ConstantCache::size() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  return entries_.size();
+}
+
+size_t ConstantCache::bytes() const {
+  std::lock_guard<std::mutex> lock(mutex_);
+  size_t total = 0;
+  for (const auto& [hash, held] : entries_) total += held.get_desc().get_size();
+  return total;
+}
+
 absl::StatusOr<std::shared_ptr<const Plan>> CompilePlan(std::shared_ptr<const Graph> graph,
                                                         const ModelOptions& options,
-                                                        int64_t batch_size, int num_threads) {
+                                                        int64_t batch_size, int num_threads,
+                                                        ConstantCache* constants) {
   try {
-    Compiler compiler(*graph, options, batch_size, num_threads);
+    Compiler compiler(*graph, options, batch_size, num_threads, constants);
     compiler.KeepAlive(graph);
     return compiler.Compile();
   } catch (const dnnl::error& e) {

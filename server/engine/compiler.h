@@ -14,9 +14,11 @@
 #include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -115,9 +117,31 @@ using OpCompileFn = absl::Status (*)(CompileContext& ctx);
 // The registry: one entry per op type with a oneDNN path (ops/registry.cc).
 OpCompileFn FindOpCompiler(const std::string& op_type);
 
-// The plan keeps `graph` alive (host steps and constants point into it).
+// Reordered constants (weights, biases) shared by the plans of one model. Each plan is compiled
+// for one batch size, and oneDNN picks the same weights layout for most of them; without sharing,
+// every plan kept its own copy, and a dynamic batcher that runs batches of 1..8 read eight copies
+// of each weight, so that they no longer stayed in cache (measured: a 3136x128 dense layer took
+// 139 us at batch 2 in the server against 27 us with one plan in a loop). Thread-safe.
+class ConstantCache {
+ public:
+  // `candidate`: a constant just reordered for a new plan. Returns the memory of an earlier plan
+  // that holds the same bytes in the same layout (compared in full, not only by hash), else
+  // remembers `candidate` and returns it.
+  dnnl::memory Share(dnnl::memory candidate);
+  // Distinct constant memories held, and their bytes (for tests and logs).
+  size_t size() const;
+  size_t bytes() const;
+
+ private:
+  mutable std::mutex mutex_;
+  std::unordered_multimap<uint64_t, dnnl::memory> entries_;  // by a hash of the bytes
+};
+
+// The plan keeps `graph` alive (host steps and constants point into it). `constants`: where
+// plans of the same model share their reordered constants (may be null: nothing shared).
 absl::StatusOr<std::shared_ptr<const Plan>> CompilePlan(std::shared_ptr<const Graph> graph,
                                                         const ModelOptions& options,
-                                                        int64_t batch_size, int num_threads);
+                                                        int64_t batch_size, int num_threads,
+                                                        ConstantCache* constants = nullptr);
 
 }  // namespace convserve::engine

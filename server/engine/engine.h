@@ -47,6 +47,7 @@ struct StepInfo {
 };
 
 class Plan;
+class ConstantCache;  // compiler.h: reordered weights shared by the plans of one model
 
 // Per-execution state: activation arena, scratchpad. Create one per worker thread.
 class Workspace {
@@ -103,12 +104,16 @@ class Model {
   // A model without a dynamic first dimension has one plan per thread count.
   absl::StatusOr<std::shared_ptr<const Plan>> GetPlan(int64_t batch_size,
                                                       int num_threads = 0) const;
+  // Bytes of reordered constants (weights, biases) the compiled plans hold together: each
+  // distinct constant once, however many plans use it.
+  size_t ConstantBytes() const;
 
  private:
-  Model(std::shared_ptr<const Graph> graph, ModelOptions options)
-      : graph_(std::move(graph)), options_(std::move(options)) {}
+  Model(std::shared_ptr<const Graph> graph, ModelOptions options);
   std::shared_ptr<const Graph> graph_;  // shared with every plan compiled from it
   ModelOptions options_;
+  // One reordered copy of each constant for all the plans (batch sizes, thread counts).
+  std::shared_ptr<ConstantCache> constants_;
   mutable std::mutex mutex_;
   mutable std::map<std::pair<int64_t, int>, std::shared_ptr<const Plan>> plans_;
 };

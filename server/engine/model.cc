@@ -39,6 +39,13 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(Graph graph, ModelOptions o
   return model;
 }
 
+Model::Model(std::shared_ptr<const Graph> graph, ModelOptions options)
+    : graph_(std::move(graph)),
+      options_(std::move(options)),
+      constants_(std::make_shared<ConstantCache>()) {}
+
+size_t Model::ConstantBytes() const { return constants_->bytes(); }
+
 absl::StatusOr<std::shared_ptr<const Plan>> Model::GetPlan(int64_t batch_size,
                                                            int num_threads) const {
   if (batch_size < 1) {
@@ -58,7 +65,7 @@ absl::StatusOr<std::shared_ptr<const Plan>> Model::GetPlan(int64_t batch_size,
   // Primitives are created under the thread count they will run with.
   const int saved = omp_get_max_threads();
   omp_set_num_threads(threads);
-  auto plan = CompilePlan(graph_, options_, batch_size, threads);
+  auto plan = CompilePlan(graph_, options_, batch_size, threads, constants_.get());
   omp_set_num_threads(saved);
   if (!plan.ok()) return plan.status();
   plans_[key] = *plan;

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "server/engine/compiler.h"
 #include "server/engine/engine.h"
 #include "server/engine/graph.h"
 #include "server/engine/tensor.h"
@@ -919,6 +920,55 @@ TEST(SmallNetwork, BatchSizes1_3_8FromOneModel) {
   auto again = (*model)->GetPlan(3);
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->get(), (*model)->GetPlan(3)->get());
+}
+
+// The plans of one model share their reordered constants: compiling eight batch sizes keeps
+// fewer than eight copies of the weights (biases are plain and always shared; on this CPU every
+// weight is), and every plan still computes what the reference computes.
+TEST(SmallNetwork, PlansOfEightBatchSizesShareTheirWeights) {
+  std::mt19937 rng(23);
+  const SmallNet net(rng);
+  auto model = Model::Create(net.MakeGraph(), {});
+  ASSERT_TRUE(model.ok()) << model.status();
+  ASSERT_TRUE((*model)->GetPlan(1, 1).ok());
+  const size_t one_plan = (*model)->ConstantBytes();
+  // Every constant at least once: conv weights and biases (BatchNorm folded into conv1), the
+  // Gemm's weights and bias, 4 bytes each.
+  constexpr size_t kConstantFloats =
+      8 * 3 * 3 * 3 + 8 + 16 * 8 * 3 * 3 + 16 + 16 * 8 + 16 + 10 * 16 + 10;
+  EXPECT_GE(one_plan, kConstantFloats * sizeof(float));
+  for (int64_t batch = 1; batch <= 8; ++batch) {
+    auto plan = (*model)->GetPlan(batch, 1);
+    ASSERT_TRUE(plan.ok()) << "batch " << batch << ": " << plan.status();
+    const RefTensor x = RandomTensor(rng, {batch, 3, 12, 12});
+    auto outputs = RunPlan(**plan, {x});
+    ASSERT_TRUE(outputs.ok()) << "batch " << batch << ": " << outputs.status();
+    EXPECT_TRUE(Near((*outputs)[0], net.Reference(x))) << "batch " << batch;
+  }
+  EXPECT_LT((*model)->ConstantBytes(), 8 * one_plan);
+}
+
+// ConstantCache::Share hands out one memory per (layout, bytes): equal bytes in the same layout
+// are shared, different bytes or another layout are not.
+TEST(ConstantCache, SharesOnlyEqualBytesInTheSameLayout) {
+  using dnnl::memory;
+  const memory::desc ab({2, 3}, memory::data_type::f32, memory::format_tag::ab);
+  const memory::desc ba({2, 3}, memory::data_type::f32, memory::format_tag::ba);
+  const auto make = [](const memory::desc& desc, float first) {
+    memory m(desc, CpuEngine());
+    float* data = static_cast<float*>(m.get_data_handle());
+    for (int i = 0; i < 6; ++i) data[i] = first + static_cast<float>(i);
+    return m;
+  };
+  ConstantCache cache;
+  const memory a = cache.Share(make(ab, 1.f));
+  EXPECT_EQ(cache.Share(make(ab, 1.f)).get_data_handle(), a.get_data_handle());
+  const memory other_bytes = make(ab, 2.f);
+  EXPECT_EQ(cache.Share(other_bytes).get_data_handle(), other_bytes.get_data_handle());
+  const memory other_layout = make(ba, 1.f);
+  EXPECT_EQ(cache.Share(other_layout).get_data_handle(), other_layout.get_data_handle());
+  EXPECT_EQ(cache.size(), 3u);
+  EXPECT_EQ(cache.bytes(), 3 * 6 * sizeof(float));
 }
 
 TEST(SmallNetwork, OnePlanFromFourThreadsWithSeparateWorkspaces) {
