@@ -1086,12 +1086,15 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
           << (s.null_p50.median > kOverheadTargetUs ? "above" : "within")
           << " the overhead target by itself), so convserve adds "
           << Fixed(s.server_p50.median - s.null_p50.median - s.engine_p50.median, 0)
-          << " us beyond it and the engine; at concurrency " << kThroughputConcurrency
-          << " it serves " << Fixed(s.null_ips.median, 0) << " requests/s, "
-          << Fixed(s.null_ratio.median * 100, 0)
-          << "% of the engine's best images/s: with one image per request no server of this "
-             "protocol gets further on this machine"
-          << (s.null_ratio.median < kThroughputTarget ? ", which is below the target" : "") << ".";
+          << " us beyond it and the engine (conversion, validation, scheduling, thread hand-offs, "
+             "compute slower than the engine's warm loop). At concurrency "
+          << kThroughputConcurrency << " the do-nothing server answers "
+          << Fixed(s.null_ips.median, 0) << " one-image requests/s, "
+          << Fixed(s.null_ratio.median * 100, 0) << "% of the engine's best images/s"
+          << (s.null_ratio.median < kThroughputTarget
+                  ? ": with one image per request no server of this protocol reaches the "
+                    "throughput target on this machine."
+                  : ": gRPC alone does not keep this model from the throughput target.");
     } else if (s.floor_p50.median > kOverheadTargetUs) {
       out << " The RPC floor alone (ServerLive p50 " << Fixed(s.floor_p50.median, 0)
           << " us, no model work) is above the overhead target on this machine.";
