@@ -352,6 +352,11 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
       FillDuration(s.compute_output, infer->mutable_compute_output());
       infer->mutable_cache_hit();
       infer->mutable_cache_miss();
+      // Triton reports the memory a model holds per device; here one host entry.
+      auto* memory = stats->add_memory_usage();
+      memory->set_type("CPU");
+      memory->set_id(0);
+      memory->set_byte_size(served.scheduler->memory_bytes());
       for (const auto& [size, batch] : s.batch_stats) {
         auto* out = stats->add_batch_stats();
         out->set_batch_size(size);

@@ -5,6 +5,7 @@
 #include <xmmintrin.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <climits>
 #include <cstdlib>
@@ -206,17 +207,54 @@ AlignedBuffer AllocateAligned(size_t bytes) {
 
 class PlanImpl;
 
+class WorkspaceMemoryImpl final : public WorkspaceMemory {
+ public:
+  size_t byte_size() const override {
+    return arena_bytes_.load(std::memory_order_relaxed) +
+           scratchpad_bytes_.load(std::memory_order_relaxed);
+  }
+  // Grows the buffers to at least these sizes (their contents are not kept); `generation`
+  // changes whenever a buffer moved.
+  void Reserve(size_t arena_bytes, size_t scratchpad_bytes) {
+    if (AlignUp(std::max<size_t>(arena_bytes, 1)) > arena_bytes_.load()) {
+      arena = AllocateAligned(arena_bytes);
+      arena_bytes_ = AlignUp(std::max<size_t>(arena_bytes, 1));
+      ++generation;
+    }
+    if (AlignUp(std::max<size_t>(scratchpad_bytes, 1)) > scratchpad_bytes_.load()) {
+      scratchpad = AllocateAligned(scratchpad_bytes);
+      scratchpad_bytes_ = AlignUp(std::max<size_t>(scratchpad_bytes, 1));
+      ++generation;
+    }
+  }
+  AlignedBuffer arena, scratchpad;
+  uint64_t generation = 0;
+
+ private:
+  std::atomic<size_t> arena_bytes_{0}, scratchpad_bytes_{0};
+};
+
 class WorkspaceImpl final : public Workspace {
  public:
-  explicit WorkspaceImpl(const PlanImpl& plan);
+  // `shared`: null for a workspace with its own arena and scratchpad.
+  WorkspaceImpl(const PlanImpl& plan, WorkspaceMemoryImpl* shared);
+  size_t byte_size() const override;
+  // Points the runtime slots and the scratchpads at `shared`'s buffers when they moved.
+  void BindShared();
   const PlanImpl& plan;
-  AlignedBuffer arena;
+  WorkspaceMemoryImpl* const shared;
+  uint64_t bound_generation = 0;
+  AlignedBuffer arena;  // own buffers (shared == nullptr)
   AlignedBuffer scratchpad;
   dnnl::stream stream;
   std::vector<memory> slot_memory;                        // one per slot
   std::vector<std::unordered_map<int, memory>> arg_maps;  // one per step
+  std::vector<memory> scratchpad_memory;                  // one per step that has one
   std::vector<std::vector<void*>> host_pointers;          // one per step
   bool denormals_set = false;
+
+ private:
+  void Bind(std::byte* arena_base, std::byte* scratchpad_base);
 };
 
 class PlanImpl final : public Plan {
@@ -224,7 +262,10 @@ class PlanImpl final : public Plan {
   int64_t batch_size() const override { return batch_size_; }
   int num_threads() const override { return num_threads_; }
   std::unique_ptr<Workspace> CreateWorkspace() const override {
-    return std::make_unique<WorkspaceImpl>(*this);
+    return std::make_unique<WorkspaceImpl>(*this, nullptr);
+  }
+  std::unique_ptr<Workspace> CreateWorkspace(WorkspaceMemory& shared) const override {
+    return std::make_unique<WorkspaceImpl>(*this, &static_cast<WorkspaceMemoryImpl&>(shared));
   }
   absl::Status Run(Workspace& workspace, std::span<const TensorView> inputs,
                    std::span<const TensorView> outputs, const RunOptions& options) const override {
@@ -258,19 +299,16 @@ class PlanImpl final : public Plan {
   std::shared_ptr<const Graph> graph_;                    // initializers used by host steps
 };
 
-WorkspaceImpl::WorkspaceImpl(const PlanImpl& p)
-    : plan(p),
-      arena(AllocateAligned(p.arena_bytes_)),
-      scratchpad(AllocateAligned(p.scratchpad_bytes_)),
-      stream(CpuEngine()) {
+size_t WorkspaceImpl::byte_size() const {
+  if (shared != nullptr) return 0;
+  return AlignUp(std::max<size_t>(plan.arena_bytes_, 1)) +
+         AlignUp(std::max<size_t>(plan.scratchpad_bytes_, 1));
+}
+
+WorkspaceImpl::WorkspaceImpl(const PlanImpl& p, WorkspaceMemoryImpl* shared_memory)
+    : plan(p), shared(shared_memory), stream(CpuEngine()) {
   slot_memory.reserve(p.slots_.size());
-  for (const SlotDef& slot : p.slots_) {
-    const BufferDef& buffer = p.buffers_[slot.buffer];
-    void* handle = (buffer.external_input >= 0 || buffer.external_output >= 0)
-                       ? DNNL_MEMORY_NONE
-                       : static_cast<void*>(arena.get() + buffer.offset);
-    slot_memory.emplace_back(slot.desc, CpuEngine(), handle);
-  }
+  for (const SlotDef& slot : p.slots_) slot_memory.emplace_back(slot.desc, CpuEngine(), nullptr);
   arg_maps.resize(p.steps_.size());
   host_pointers.resize(p.steps_.size());
   for (size_t s = 0; s < p.steps_.size(); ++s) {
@@ -279,11 +317,35 @@ WorkspaceImpl::WorkspaceImpl(const PlanImpl& p)
       arg_maps[s].emplace(arg.dnnl_arg, arg.constant ? *arg.constant : slot_memory[arg.slot]);
     }
     if (step.primitive && step.scratchpad.get_size() > 0) {
-      arg_maps[s].emplace(DNNL_ARG_SCRATCHPAD,
-                          memory(step.scratchpad, CpuEngine(), scratchpad.get()));
+      scratchpad_memory.emplace_back(step.scratchpad, CpuEngine(), nullptr);
+      arg_maps[s].emplace(DNNL_ARG_SCRATCHPAD, scratchpad_memory.back());
     }
     host_pointers[s].resize(step.host_slots.size());
   }
+  if (shared == nullptr) {
+    arena = AllocateAligned(p.arena_bytes_);
+    scratchpad = AllocateAligned(p.scratchpad_bytes_);
+    Bind(arena.get(), scratchpad.get());
+  } else {
+    BindShared();
+  }
+}
+
+void WorkspaceImpl::BindShared() {
+  shared->Reserve(plan.arena_bytes_, plan.scratchpad_bytes_);
+  if (bound_generation == shared->generation && bound_generation != 0) return;
+  Bind(shared->arena.get(), shared->scratchpad.get());
+  bound_generation = shared->generation;
+}
+
+void WorkspaceImpl::Bind(std::byte* arena_base, std::byte* scratchpad_base) {
+  for (size_t s = 0; s < plan.slots_.size(); ++s) {
+    const BufferDef& buffer = plan.buffers_[plan.slots_[s].buffer];
+    const bool external = buffer.external_input >= 0 || buffer.external_output >= 0;
+    slot_memory[s].set_data_handle(external ? DNNL_MEMORY_NONE
+                                            : static_cast<void*>(arena_base + buffer.offset));
+  }
+  for (memory& m : scratchpad_memory) m.set_data_handle(scratchpad_base);
 }
 
 absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView> inputs,
@@ -311,6 +373,7 @@ absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView>
   for (size_t k = 0; k < outputs.size(); ++k)
     RETURN_IF_ERROR(check(outputs[k], output_infos_[k], "output"));
 
+  if (ws.shared != nullptr) ws.BindShared();
   const int threads = options.num_threads > 0 ? options.num_threads : num_threads_;
   if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
   if (!ws.denormals_set) {
@@ -897,6 +960,10 @@ absl::StatusOr<std::shared_ptr<const Plan>> Compiler::Compile() {
 }
 
 }  // namespace
+
+std::unique_ptr<WorkspaceMemory> CreateWorkspaceMemory() {
+  return std::make_unique<WorkspaceMemoryImpl>();
+}
 
 dnnl::memory ConstantCache::Share(dnnl::memory candidate) {
   const memory::desc desc = candidate.get_desc();

@@ -53,7 +53,24 @@ class ConstantCache;  // compiler.h: reordered weights shared by the plans of on
 class Workspace {
  public:
   virtual ~Workspace() = default;
+  // Bytes it allocated itself (activation arena and scratchpad; 0 when it uses a
+  // WorkspaceMemory).
+  virtual size_t byte_size() const = 0;
 };
+
+// An activation arena and a scratchpad that the workspaces of several plans share, grown to the
+// largest of them. For a thread that runs one plan after another (a scheduler's worker running
+// batches of varying size): every plan's activations then live in the same memory, which stays
+// in cache from one batch to the next, where one arena per plan spread them over megabytes
+// (measured in-process on fashion-sep, batch sizes 1..8 in turn: 173 us at batch 1 with one
+// arena per plan against 87 us for batch 1 alone). Workspaces of one WorkspaceMemory must never
+// run at the same time; the WorkspaceMemory must outlive them.
+class WorkspaceMemory {
+ public:
+  virtual ~WorkspaceMemory() = default;
+  virtual size_t byte_size() const = 0;  // may be read from any thread
+};
+std::unique_ptr<WorkspaceMemory> CreateWorkspaceMemory();
 
 struct RunOptions {
   int num_threads = 0;  // OpenMP threads for this execution; 0 = the plan's num_threads()
@@ -66,6 +83,8 @@ class Plan {
   virtual int64_t batch_size() const = 0;
   virtual int num_threads() const = 0;  // the OpenMP threads its primitives were created for
   virtual std::unique_ptr<Workspace> CreateWorkspace() const = 0;
+  // A workspace whose arena and scratchpad are `shared`'s (see WorkspaceMemory).
+  virtual std::unique_ptr<Workspace> CreateWorkspace(WorkspaceMemory& shared) const = 0;
 
   // inputs: one view per model input, in Model::inputs() order, plain row-major with the
   // plan's batch size; outputs: preallocated views in Model::outputs() order, filled on
@@ -107,6 +126,8 @@ class Model {
   // Bytes of reordered constants (weights, biases) the compiled plans hold together: each
   // distinct constant once, however many plans use it.
   size_t ConstantBytes() const;
+  // Bytes of the imported weights the model keeps in plain form (the graph's initializers).
+  size_t InitializerBytes() const;
 
  private:
   Model(std::shared_ptr<const Graph> graph, ModelOptions options);

@@ -46,6 +46,12 @@ Model::Model(std::shared_ptr<const Graph> graph, ModelOptions options)
 
 size_t Model::ConstantBytes() const { return constants_->bytes(); }
 
+size_t Model::InitializerBytes() const {
+  size_t total = 0;
+  for (const auto& [name, tensor] : graph_->initializers) total += tensor.bytes.size();
+  return total;
+}
+
 absl::StatusOr<std::shared_ptr<const Plan>> Model::GetPlan(int64_t batch_size,
                                                            int num_threads) const {
   if (batch_size < 1) {

@@ -78,6 +78,9 @@ void ThreadBudget::Release(int n) {
 
 struct Scheduler::Worker {
   std::thread thread;
+  // The workspaces of all batch sizes share one arena and scratchpad: a worker runs one batch
+  // at a time, and its activations then stay in cache from one batch size to the next.
+  std::unique_ptr<engine::WorkspaceMemory> memory = engine::CreateWorkspaceMemory();
   std::map<int64_t, std::unique_ptr<engine::Workspace>> workspaces;  // by batch size
   std::vector<std::vector<std::byte>> input_buffers, output_buffers;
 };
@@ -151,6 +154,14 @@ void Scheduler::ResponderLoop() {
     for (Answer& answer : answers) answer.callback(std::move(answer.response));
     answers.clear();
   }
+}
+
+uint64_t Scheduler::memory_bytes() const {
+  const engine::Model& engine_model = *model_->engine_model;
+  uint64_t workspaces = workspace_bytes_.load(std::memory_order_relaxed);
+  for (const auto& worker : workers_) workspaces += worker->memory->byte_size();
+  workspaces += inline_worker_->memory->byte_size();
+  return engine_model.InitializerBytes() + engine_model.ConstantBytes() + workspaces;
 }
 
 int64_t Scheduler::queue_depth() const {
@@ -712,7 +723,10 @@ std::vector<Scheduler::Answer> Scheduler::Execute(Worker& worker, std::vector<Pe
     return {};
   }
   std::unique_ptr<engine::Workspace>& workspace = worker.workspaces[total];
-  if (workspace == nullptr) workspace = (*plan)->CreateWorkspace();
+  if (workspace == nullptr) {
+    workspace = (*plan)->CreateWorkspace(*worker.memory);
+    workspace_bytes_.fetch_add(workspace->byte_size(), std::memory_order_relaxed);
+  }
 
   // Gather the batch into the worker's buffers, in the engine's input order.
   const auto& input_infos = (*plan)->input_infos();

@@ -123,6 +123,11 @@ class Scheduler : public repository::Servable {
   // Requests that ran on the submitting thread (see above).
   uint64_t inline_count() const { return inline_count_.load(); }
   int threads_per_worker() const { return threads_per_worker_; }
+  // Host memory the model version holds: its weights in plain form (the imported graph) and as
+  // the compiled plans hold them (reordered, each distinct layout once), plus the workspaces
+  // (activation arenas, scratchpads) its workers created so far. Not counted: oneDNN's generated
+  // kernels, request and response buffers. Reported as ModelStatistics.memory_usage.
+  uint64_t memory_bytes() const;
 
  private:
   enum class InputKind { kAsIs, kUint8ToFloat, kImage };
@@ -191,6 +196,7 @@ class Scheduler : public repository::Servable {
   // measured), for the batching and inline decisions.
   std::vector<std::atomic<int64_t>> infer_ns_by_batch_;
   std::atomic<uint64_t> inline_count_{0};
+  std::atomic<uint64_t> workspace_bytes_{0};  // workspaces' own memory (see Worker::memory)
 
   // Answers handed over by workers that had more work queued.
   std::mutex answers_mutex_;

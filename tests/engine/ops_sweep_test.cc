@@ -948,6 +948,40 @@ TEST(SmallNetwork, PlansOfEightBatchSizesShareTheirWeights) {
   EXPECT_LT((*model)->ConstantBytes(), 8 * one_plan);
 }
 
+// Workspaces of eight batch sizes on one WorkspaceMemory (what a scheduler worker does), run in
+// turn twice so that every plan finds the arena last written by another: each result matches the
+// reference, and the memory holds what the largest plans need.
+TEST(SmallNetwork, PlansOfEightBatchSizesRunInTurnOnOneWorkspaceMemory) {
+  std::mt19937 rng(24);
+  const SmallNet net(rng);
+  auto model = Model::Create(net.MakeGraph(), {});
+  ASSERT_TRUE(model.ok()) << model.status();
+  std::unique_ptr<WorkspaceMemory> memory = CreateWorkspaceMemory();
+  std::vector<std::shared_ptr<const Plan>> plans;
+  std::vector<std::unique_ptr<Workspace>> workspaces;
+  size_t largest = 0;
+  for (int64_t batch = 1; batch <= 8; ++batch) {
+    auto plan = (*model)->GetPlan(batch, 1);
+    ASSERT_TRUE(plan.ok()) << "batch " << batch << ": " << plan.status();
+    plans.push_back(*plan);
+    workspaces.push_back((*plan)->CreateWorkspace(*memory));
+    largest = std::max(largest, (*plan)->CreateWorkspace()->byte_size());
+    EXPECT_EQ(workspaces.back()->byte_size(), 0u);
+  }
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < plans.size(); ++i) {
+      const int64_t batch = plans[i]->batch_size();
+      const RefTensor x = RandomTensor(rng, {batch, 3, 12, 12});
+      auto outputs = RunPlan(*plans[i], *workspaces[i], {x});
+      ASSERT_TRUE(outputs.ok()) << "batch " << batch << ": " << outputs.status();
+      EXPECT_TRUE(Near((*outputs)[0], net.Reference(x))) << "round " << round << " batch " << batch;
+    }
+  }
+  // The largest arena plus the largest scratchpad: at least the largest workspace, at most two.
+  EXPECT_GE(memory->byte_size(), largest);
+  EXPECT_LE(memory->byte_size(), 2 * largest);
+}
+
 // ConstantCache::Share hands out one memory per (layout, bytes): equal bytes in the same layout
 // are shared, different bytes or another layout are not.
 TEST(ConstantCache, SharesOnlyEqualBytesInTheSameLayout) {

@@ -216,6 +216,22 @@ TEST_F(ServerTest, InferTypedAndRawMatchTheOracle) {
   }
 }
 
+TEST_F(ServerTest, ModelStatisticsReportsTheMemoryTheModelHolds) {
+  StartServer();
+  inference::ModelInferResponse response;
+  ASSERT_TRUE(Infer(Fp32Request("tiny", {2, 7}, true), &response).ok());
+  const inference::ModelStatistics stats = Stats("tiny");
+  ASSERT_EQ(stats.memory_usage_size(), 1);
+  EXPECT_EQ(stats.memory_usage(0).type(), "CPU");
+  EXPECT_EQ(stats.memory_usage(0).id(), 0);
+  // Hand-computed: the 10x784 weights and 10 biases in fp32 are held twice, plain by the graph
+  // and reordered for the plans; a blocked layout may pad the 10 rows up to 64 (6.4x), and the
+  // batch-2 workspace (activations, scratchpad) is a few KB.
+  constexpr uint64_t kPlainBytes = (kClasses * kPixels + kClasses) * sizeof(float);  // 31,400
+  EXPECT_GE(stats.memory_usage(0).byte_size(), 2 * kPlainBytes);
+  EXPECT_LE(stats.memory_usage(0).byte_size(), 10 * kPlainBytes);
+}
+
 TEST_F(ServerTest, Uint8InputIsScaledByPreprocessing) {
   StartServer();
   inference::ModelInferRequest request;
