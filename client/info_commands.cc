@@ -270,7 +270,7 @@ int RunStats(Client& client, const std::string& model, const std::string& format
   }
   Table table({"model", "version", "inferences", "executions", "success", "fail", "mean_queue_ms",
                "mean_compute_ms", "p50_ms", "p90_ms", "p99_ms", "max_ms", "last_min_requests",
-               "last_min_p99_ms"});
+               "last_min_p99_ms", "memory_mb"});
   const double nan = std::numeric_limits<double>::quiet_NaN();
   for (const auto& s : triton->model_stats()) {
     const auto& is = s.inference_stats();
@@ -282,6 +282,9 @@ int RunStats(Client& client, const std::string& model, const std::string& format
     const auto& total =
         have ? it->second.since_start().total() : convserve::v1::LatencyPercentiles();
     const auto& minute = have ? it->second.last_minute() : convserve::v1::WindowStatistics();
+    // Host memory the model holds (memory_usage; none from a server that does not report it).
+    uint64_t memory_bytes = 0;
+    for (const auto& usage : s.memory_usage()) memory_bytes += usage.byte_size();
     table.AddRow(
         {Text(s.name()), Text(s.version()), Uint(s.inference_count()), Uint(s.execution_count()),
          Uint(is.success().count()), Uint(is.fail().count()), Num(MeanMs(is.queue()), 3),
@@ -289,7 +292,8 @@ int RunStats(Client& client, const std::string& model, const std::string& format
          Num(have ? total.p50_us() / 1e3 : nan, 3), Num(have ? total.p90_us() / 1e3 : nan, 3),
          Num(have ? total.p99_us() / 1e3 : nan, 3), Num(have ? total.max_us() / 1e3 : nan, 3),
          have ? Uint(minute.request_count()) : Num(nan, 0),
-         Num(have ? minute.total().p99_us() / 1e3 : nan, 3)});
+         Num(have ? minute.total().p99_us() / 1e3 : nan, 3),
+         Num(s.memory_usage_size() > 0 ? memory_bytes / 1e6 : nan, 1)});
   }
   out << table.Render(format);
   return kExitOk;
