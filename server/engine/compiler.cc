@@ -333,7 +333,7 @@ WorkspaceImpl::WorkspaceImpl(const PlanImpl& p, WorkspaceMemoryImpl* shared_memo
 
 void WorkspaceImpl::BindShared() {
   shared->Reserve(plan.arena_bytes_, plan.scratchpad_bytes_);
-  if (bound_generation == shared->generation && bound_generation != 0) return;
+  if (bound_generation == shared->generation) return;  // Reserve made generation >= 1
   Bind(shared->arena.get(), shared->scratchpad.get());
   bound_generation = shared->generation;
 }

@@ -42,7 +42,9 @@ absl::StatusOr<std::unique_ptr<Model>> Model::Create(Graph graph, ModelOptions o
 Model::Model(std::shared_ptr<const Graph> graph, ModelOptions options)
     : graph_(std::move(graph)),
       options_(std::move(options)),
-      constants_(std::make_shared<ConstantCache>()) {}
+      constants_(std::make_unique<ConstantCache>()) {}
+
+Model::~Model() = default;
 
 size_t Model::ConstantBytes() const { return constants_->bytes(); }
 
