@@ -43,7 +43,7 @@ class UnaryHandler final : public Handler {
   using RequestFn = void (Service::*)(grpc::ServerContext*, Request*,
                                       grpc::ServerAsyncResponseWriter<Response>*,
                                       grpc::CompletionQueue*, grpc::ServerCompletionQueue*, void*);
-  using AnswerFn = std::function<void(const Request&, Response&)>;
+  using AnswerFn = std::function<grpc::Status(const Request&, Response&)>;
 
   static void Start(Service* service, grpc::ServerCompletionQueue* queue, RequestFn request,
                     AnswerFn answer) {
@@ -58,9 +58,9 @@ class UnaryHandler final : public Handler {
       return;
     }
     Start(service_, queue_, request_fn_, answer_);
-    answer_(request_, response_);
+    const grpc::Status status = answer_(request_, response_);
     answered_ = true;
-    writer_.Finish(response_, grpc::Status::OK, this);
+    writer_.Finish(response_, status, this);
   }
 
  private:
@@ -78,6 +78,9 @@ class UnaryHandler final : public Handler {
   grpc::ServerAsyncResponseWriter<Response> writer_{&context_};
   bool answered_ = false;
 };
+
+// The largest batch a request may ask for (its answer is allocated here).
+constexpr int64_t kMaxImages = 4096;
 
 void Usage(const std::string& why) {
   std::cerr << "convserve-null-server: " << why
@@ -138,10 +141,19 @@ int main(int argc, char** argv) {
       &service, queue.get(), &Service::RequestModelInfer,
       [&](const ModelInferRequest& request, ModelInferResponse& response) {
         auto it = output_bytes.find(request.model_name());
-        const int64_t per_image = it == output_bytes.end() ? 0 : it->second;
+        if (it == output_bytes.end()) {
+          return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                              "unknown model '" + request.model_name() + "'");
+        }
+        const int64_t per_image = it->second;
         const int64_t images = request.inputs_size() > 0 && request.inputs(0).shape_size() > 0
                                    ? request.inputs(0).shape(0)
                                    : 1;
+        if (images < 1 || images > kMaxImages) {
+          return grpc::Status(
+              grpc::StatusCode::INVALID_ARGUMENT,
+              absl::StrCat("batch of ", images, " images: expected 1..", kMaxImages));
+        }
         response.set_model_name(request.model_name());
         response.set_model_version("1");
         response.set_id(request.id());
@@ -152,13 +164,17 @@ int main(int argc, char** argv) {
         output->add_shape(per_image / 4);
         response.add_raw_output_contents(
             std::string(static_cast<size_t>(images * per_image), '\0'));
+        return grpc::Status::OK;
       });
   UnaryHandler<inference::ServerReadyRequest, inference::ServerReadyResponse>::Start(
-      &service, queue.get(), &Service::RequestServerReady,
-      [](const auto&, auto& response) { response.set_ready(true); });
+      &service, queue.get(), &Service::RequestServerReady, [](const auto&, auto& response) {
+        response.set_ready(true);
+        return grpc::Status::OK;
+      });
   UnaryHandler<inference::ModelReadyRequest, inference::ModelReadyResponse>::Start(
       &service, queue.get(), &Service::RequestModelReady, [&](const auto& request, auto& response) {
         response.set_ready(output_bytes.count(request.name()) > 0);
+        return grpc::Status::OK;
       });
 
   std::thread watcher([&] {

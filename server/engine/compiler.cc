@@ -12,6 +12,7 @@
 #include <cstring>
 #include <functional>
 #include <limits>
+#include <new>
 #include <set>
 #include <sstream>
 #include <string_view>
@@ -201,6 +202,7 @@ struct AlignedDeleter {
 using AlignedBuffer = std::unique_ptr<std::byte, AlignedDeleter>;
 AlignedBuffer AllocateAligned(size_t bytes) {
   void* p = std::aligned_alloc(kAlignment, AlignUp(std::max<size_t>(bytes, 1)));
+  if (p == nullptr) throw std::bad_alloc();
   std::memset(p, 0, AlignUp(std::max<size_t>(bytes, 1)));
   return AlignedBuffer(static_cast<std::byte*>(p));
 }
@@ -322,12 +324,12 @@ WorkspaceImpl::WorkspaceImpl(const PlanImpl& p, WorkspaceMemoryImpl* shared_memo
     }
     host_pointers[s].resize(step.host_slots.size());
   }
+  // A shared workspace binds on its first run (Execute), where running out of memory becomes a
+  // status.
   if (shared == nullptr) {
     arena = AllocateAligned(p.arena_bytes_);
     scratchpad = AllocateAligned(p.scratchpad_bytes_);
     Bind(arena.get(), scratchpad.get());
-  } else {
-    BindShared();
   }
 }
 
@@ -341,9 +343,9 @@ void WorkspaceImpl::BindShared() {
 void WorkspaceImpl::Bind(std::byte* arena_base, std::byte* scratchpad_base) {
   for (size_t s = 0; s < plan.slots_.size(); ++s) {
     const BufferDef& buffer = plan.buffers_[plan.slots_[s].buffer];
-    const bool external = buffer.external_input >= 0 || buffer.external_output >= 0;
-    slot_memory[s].set_data_handle(external ? DNNL_MEMORY_NONE
-                                            : static_cast<void*>(arena_base + buffer.offset));
+    // The model's inputs and outputs are the caller's buffers, set by every run.
+    if (buffer.external_input >= 0 || buffer.external_output >= 0) continue;
+    slot_memory[s].set_data_handle(static_cast<void*>(arena_base + buffer.offset));
   }
   for (memory& m : scratchpad_memory) m.set_data_handle(scratchpad_base);
 }
@@ -373,7 +375,6 @@ absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView>
   for (size_t k = 0; k < outputs.size(); ++k)
     RETURN_IF_ERROR(check(outputs[k], output_infos_[k], "output"));
 
-  if (ws.shared != nullptr) ws.BindShared();
   const int threads = options.num_threads > 0 ? options.num_threads : num_threads_;
   if (omp_get_max_threads() != threads) omp_set_num_threads(threads);
   if (!ws.denormals_set) {
@@ -399,6 +400,8 @@ absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView>
 
   size_t s = 0;
   try {
+    // A larger plan may have grown the shared arena since this workspace last ran.
+    if (ws.shared != nullptr) ws.BindShared();
     for (s = 0; s < steps_.size(); ++s) {
       const StepDef& step = steps_[s];
       const auto start = std::chrono::steady_clock::now();
@@ -428,6 +431,10 @@ absl::Status PlanImpl::Execute(Workspace& workspace, std::span<const TensorView>
     return absl::InternalError(absl::StrCat("model '", model_name_, "', step '",
                                             s < infos_.size() ? infos_[s].name : "?",
                                             "': oneDNN error: ", e.what()));
+  } catch (const std::bad_alloc&) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("model '", model_name_, "': out of memory for the workspace of batch size ",
+                     batch_size_, " (", arena_bytes_ + scratchpad_bytes_, " bytes)"));
   }
   return absl::OkStatus();
 }
