@@ -14,7 +14,9 @@
 //      the server's dynamic batcher turns into batches;
 //   4. server, concurrency 8 again, each request carrying kClientBatch images (client-side
 //      batching: one FP32 [B, 1, 28, 28] tensor), to show what amortising per-request costs gains;
-//   5. optionally 2-3 again with a PNG file as a BYTES input (decoded by the server).
+//   5. optionally 2-3 again with a PNG file as a BYTES input (decoded by the server);
+//   6. 2-3 against convserve-null-server (bench/null_server.cc), a do-nothing server of the same
+//      protocol started once for the run: the floor and the ceiling that gRPC itself sets here.
 // Overhead = server latency - engine latency of the same round; throughput ratio = server
 // images/s at concurrency 8 / the engine's best images/s of the same round. Rounds give a median
 // and a best. CPU time of this process (getrusage), of the server (/proc/PID/task/*/stat, split
@@ -1491,12 +1493,6 @@ int main(int argc, char** argv) {
                                   options.seconds, output_bytes));
         row.c8.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model], 1,
                                   kThroughputConcurrency, options.seconds, output_bytes));
-        row.null_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
-                                       fp32_requests[row.model], 1, 1, options.seconds,
-                                       output_bytes, /*server_statistics=*/false));
-        row.null_c8.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
-                                       fp32_requests[row.model], 1, kThroughputConcurrency,
-                                       options.seconds, output_bytes, /*server_statistics=*/false));
         if (!batched_requests[row.model].empty()) {
           row.batch_c8.push_back(
               RunPhase(*stub, server.pid(), row.model, batched_requests[row.model], kClientBatch,
@@ -1508,6 +1504,12 @@ int main(int argc, char** argv) {
           row.png_c8.push_back(RunPhase(*stub, server.pid(), row.model, png_requests[row.model], 1,
                                         kThroughputConcurrency, options.seconds, output_bytes));
         }
+        row.null_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
+                                       fp32_requests[row.model], 1, 1, options.seconds,
+                                       output_bytes, /*server_statistics=*/false));
+        row.null_c8.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
+                                       fp32_requests[row.model], 1, kThroughputConcurrency,
+                                       options.seconds, output_bytes, /*server_statistics=*/false));
         const Summary s = Summarize(row, row.c1, row.c8);
         std::cerr << "round " << round + 1 << "/" << options.rounds << " " << row.model
                   << " T=" << threads << ": engine p50 " << Fixed(row.engine.back().p50_us, 0)
