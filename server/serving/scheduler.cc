@@ -158,7 +158,8 @@ void Scheduler::ResponderLoop() {
 
 uint64_t Scheduler::memory_bytes() const {
   const engine::Model& engine_model = *model_->engine_model;
-  uint64_t workspaces = workspace_bytes_.load(std::memory_order_relaxed);
+  // Workspaces take their arenas and scratchpads from their worker's WorkspaceMemory.
+  uint64_t workspaces = 0;
   for (const auto& worker : workers_) workspaces += worker->memory->byte_size();
   workspaces += inline_worker_->memory->byte_size();
   return engine_model.InitializerBytes() + engine_model.ConstantBytes() + workspaces;
@@ -723,10 +724,7 @@ std::vector<Scheduler::Answer> Scheduler::Execute(Worker& worker, std::vector<Pe
     return {};
   }
   std::unique_ptr<engine::Workspace>& workspace = worker.workspaces[total];
-  if (workspace == nullptr) {
-    workspace = (*plan)->CreateWorkspace(*worker.memory);
-    workspace_bytes_.fetch_add(workspace->byte_size(), std::memory_order_relaxed);
-  }
+  if (workspace == nullptr) workspace = (*plan)->CreateWorkspace(*worker.memory);
 
   // Gather the batch into the worker's buffers, in the engine's input order.
   const auto& input_infos = (*plan)->input_infos();

@@ -196,7 +196,6 @@ class Scheduler : public repository::Servable {
   // measured), for the batching and inline decisions.
   std::vector<std::atomic<int64_t>> infer_ns_by_batch_;
   std::atomic<uint64_t> inline_count_{0};
-  std::atomic<uint64_t> workspace_bytes_{0};  // workspaces' own memory (see Worker::memory)
 
   // Answers handed over by workers that had more work queued.
   std::mutex answers_mutex_;
