@@ -200,10 +200,12 @@ struct AlignedDeleter {
   void operator()(std::byte* p) const { std::free(p); }
 };
 using AlignedBuffer = std::unique_ptr<std::byte, AlignedDeleter>;
+// What AllocateAligned(bytes) really allocates.
+size_t AllocatedSize(size_t bytes) { return AlignUp(std::max<size_t>(bytes, 1)); }
 AlignedBuffer AllocateAligned(size_t bytes) {
-  void* p = std::aligned_alloc(kAlignment, AlignUp(std::max<size_t>(bytes, 1)));
+  void* p = std::aligned_alloc(kAlignment, AllocatedSize(bytes));
   if (p == nullptr) throw std::bad_alloc();
-  std::memset(p, 0, AlignUp(std::max<size_t>(bytes, 1)));
+  std::memset(p, 0, AllocatedSize(bytes));
   return AlignedBuffer(static_cast<std::byte*>(p));
 }
 
@@ -218,21 +220,19 @@ class WorkspaceMemoryImpl final : public WorkspaceMemory {
   // Grows the buffers to at least these sizes (their contents are not kept); `generation`
   // changes whenever a buffer moved.
   void Reserve(size_t arena_bytes, size_t scratchpad_bytes) {
-    if (AlignUp(std::max<size_t>(arena_bytes, 1)) > arena_bytes_.load()) {
-      arena = AllocateAligned(arena_bytes);
-      arena_bytes_ = AlignUp(std::max<size_t>(arena_bytes, 1));
-      ++generation;
-    }
-    if (AlignUp(std::max<size_t>(scratchpad_bytes, 1)) > scratchpad_bytes_.load()) {
-      scratchpad = AllocateAligned(scratchpad_bytes);
-      scratchpad_bytes_ = AlignUp(std::max<size_t>(scratchpad_bytes, 1));
-      ++generation;
-    }
+    Grow(arena, arena_bytes_, arena_bytes);
+    Grow(scratchpad, scratchpad_bytes_, scratchpad_bytes);
   }
   AlignedBuffer arena, scratchpad;
   uint64_t generation = 0;
 
  private:
+  void Grow(AlignedBuffer& buffer, std::atomic<size_t>& size, size_t bytes) {
+    if (AllocatedSize(bytes) <= size.load()) return;
+    buffer = AllocateAligned(bytes);
+    size = AllocatedSize(bytes);
+    ++generation;
+  }
   std::atomic<size_t> arena_bytes_{0}, scratchpad_bytes_{0};
 };
 
@@ -303,8 +303,7 @@ class PlanImpl final : public Plan {
 
 size_t WorkspaceImpl::byte_size() const {
   if (shared != nullptr) return 0;
-  return AlignUp(std::max<size_t>(plan.arena_bytes_, 1)) +
-         AlignUp(std::max<size_t>(plan.scratchpad_bytes_, 1));
+  return AllocatedSize(plan.arena_bytes_) + AllocatedSize(plan.scratchpad_bytes_);
 }
 
 WorkspaceImpl::WorkspaceImpl(const PlanImpl& p, WorkspaceMemoryImpl* shared_memory)
