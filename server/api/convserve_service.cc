@@ -1,6 +1,9 @@
 #include <grpcpp/grpcpp.h>
 
+#include <functional>
+
 #include "proto/convserve.grpc.pb.h"
+#include "server/api/async_rpc.h"
 #include "server/api/services.h"
 #include "server/api/status.h"
 #include "server/engine/cost_model.h"
@@ -108,60 +111,62 @@ void FillComparison(const serving::LayerComparison& layer, convserve::v1::Kernel
 
 constexpr int kDefaultReportIterations = 50;
 
-class ConvServeService final : public convserve::v1::ConvServe::CallbackService {
+class ConvServeService final : public convserve::v1::ConvServe::AsyncService {
  public:
-  explicit ConvServeService(serving::ServerCore* core)
+  ConvServeService(serving::ServerCore* core, AsyncRpc& rpc)
       : core_(core),
         reports_(std::make_unique<serving::ReportRunner>(&core->thread_budget(),
-                                                         core->options().threads)) {}
+                                                         core->options().threads)) {
+    using S = convserve::v1::ConvServe::AsyncService;
+    auto serve = [&](auto request, auto handler) {
+      rpc.ServeUnary(this, request, std::bind_front(handler, this));
+    };
+    serve(&S::RequestGetLayerReport, &ConvServeService::GetLayerReport);
+    serve(&S::RequestCompareKernels, &ConvServeService::CompareKernels);
+    serve(&S::RequestGetModelStatistics, &ConvServeService::GetModelStatistics);
+  }
 
-  grpc::ServerUnaryReactor* GetLayerReport(grpc::CallbackServerContext* context,
-                                           const convserve::v1::LayerReportRequest* request,
-                                           convserve::v1::LayerReport* response) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+ private:
+  void GetLayerReport(grpc::ServerContext*, const convserve::v1::LayerReportRequest* request,
+                      convserve::v1::LayerReport* response, Reply reply) {
     auto served = core_->Get(request->model_name(), request->model_version());
     if (!served.ok()) {
-      reactor->Finish(ToGrpcStatus(served.status()));
-      return reactor;
+      reply.Finish(ToGrpcStatus(served.status()));
+      return;
     }
     auto model = served->model;
     const std::string served_precision =
         model->config.precision().empty() ? "fp32" : model->config.precision();
     if (!request->precision().empty() && request->precision() != served_precision) {
-      reactor->Finish(ToGrpcStatus(absl::InvalidArgumentError("model '" + model->name +
-                                                              "' is served in " + served_precision +
-                                                              ", not " + request->precision())));
-      return reactor;
+      reply.Finish(ToGrpcStatus(absl::InvalidArgumentError("model '" + model->name +
+                                                           "' is served in " + served_precision +
+                                                           ", not " + request->precision())));
+      return;
     }
     const int64_t batch = request->batch_size() > 0 ? request->batch_size() : 1;
     const int iterations =
         request->iterations() != 0 ? request->iterations() : kDefaultReportIterations;
     absl::Status valid = serving::ValidateReportRequest(*model, batch, iterations);
     if (!valid.ok()) {
-      reactor->Finish(ToGrpcStatus(valid));
-      return reactor;
+      reply.Finish(ToGrpcStatus(valid));
+      return;
     }
     response->set_model_name(model->name);
     response->set_model_version(model->version_string());
     response->set_batch_size(static_cast<int32_t>(batch));
     response->set_precision(served_precision);
     absl::Status posted = reports_->Post(
-        [model, batch, iterations, response, reactor](int threads) {
+        [model, batch, iterations, response, reply](int threads) {
           auto profile = serving::ProfileModel(*model, batch, iterations, threads);
           if (profile.ok()) FillLayerReport(*profile, response);
-          reactor->Finish(ToGrpcStatus(profile.status()));
+          reply.Finish(ToGrpcStatus(profile.status()));
         },
-        [reactor] {
-          reactor->Finish(ToGrpcStatus(absl::UnavailableError("server shutting down")));
-        });
-    if (!posted.ok()) reactor->Finish(ToGrpcStatus(posted));
-    return reactor;
+        [reply] { reply.Finish(ToGrpcStatus(absl::UnavailableError("server shutting down"))); });
+    if (!posted.ok()) reply.Finish(ToGrpcStatus(posted));
   }
 
-  grpc::ServerUnaryReactor* CompareKernels(
-      grpc::CallbackServerContext* context, const convserve::v1::CompareKernelsRequest* request,
-      convserve::v1::CompareKernelsResponse* response) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  void CompareKernels(grpc::ServerContext*, const convserve::v1::CompareKernelsRequest* request,
+                      convserve::v1::CompareKernelsResponse* response, Reply reply) {
     const int iterations =
         request->iterations() != 0 ? request->iterations() : kDefaultReportIterations;
     const int64_t batch = request->batch_size() > 0 ? request->batch_size() : 1;
@@ -176,16 +181,16 @@ class ConvServeService final : public convserve::v1::ConvServe::CallbackService 
       shape.out_channels = s.out_channels();
       shape.kernel = s.kernel() > 0 ? s.kernel() : 3;
       shape.stride = s.stride() > 0 ? s.stride() : 1;
-      job = [shape, iterations, response, reactor](int threads) {
+      job = [shape, iterations, response, reply](int threads) {
         auto layer = serving::CompareFreeShape(shape, iterations, threads);
         if (layer.ok()) FillComparison(*layer, response->add_comparisons());
-        reactor->Finish(ToGrpcStatus(layer.status()));
+        reply.Finish(ToGrpcStatus(layer.status()));
       };
     } else {
       auto served = core_->Get(request->model_name(), request->model_version());
       if (!served.ok()) {
-        reactor->Finish(ToGrpcStatus(served.status()));
-        return reactor;
+        reply.Finish(ToGrpcStatus(served.status()));
+        return;
       }
       serving::LayerSelector selector;
       if (request->has_layer_name()) {
@@ -197,29 +202,27 @@ class ConvServeService final : public convserve::v1::ConvServe::CallbackService 
       }
       absl::Status valid = serving::ValidateReportRequest(*served->model, batch, iterations);
       if (!valid.ok()) {
-        reactor->Finish(ToGrpcStatus(valid));
-        return reactor;
+        reply.Finish(ToGrpcStatus(valid));
+        return;
       }
       auto model = served->model;
-      job = [model, selector, batch, iterations, response, reactor](int threads) {
+      job = [model, selector, batch, iterations, response, reply](int threads) {
         auto layers = serving::CompareModelLayers(*model, selector, batch, iterations, threads);
         if (layers.ok()) {
           for (const auto& layer : *layers) FillComparison(layer, response->add_comparisons());
         }
-        reactor->Finish(ToGrpcStatus(layers.status()));
+        reply.Finish(ToGrpcStatus(layers.status()));
       };
     }
-    absl::Status posted = reports_->Post(std::move(job), [reactor] {
-      reactor->Finish(ToGrpcStatus(absl::UnavailableError("server shutting down")));
+    absl::Status posted = reports_->Post(std::move(job), [reply] {
+      reply.Finish(ToGrpcStatus(absl::UnavailableError("server shutting down")));
     });
-    if (!posted.ok()) reactor->Finish(ToGrpcStatus(posted));
-    return reactor;
+    if (!posted.ok()) reply.Finish(ToGrpcStatus(posted));
   }
 
-  grpc::ServerUnaryReactor* GetModelStatistics(
-      grpc::CallbackServerContext* context, const convserve::v1::ModelStatisticsRequest* request,
-      convserve::v1::ModelStatisticsResponse* response) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  void GetModelStatistics(grpc::ServerContext*,
+                          const convserve::v1::ModelStatisticsRequest* request,
+                          convserve::v1::ModelStatisticsResponse* response, Reply reply) {
     std::vector<serving::ServedModel> models;
     for (auto& served : core_->Served()) {
       if (!request->name().empty() && served.model->name != request->name()) continue;
@@ -231,8 +234,8 @@ class ConvServeService final : public convserve::v1::ConvServe::CallbackService 
     if (models.empty() && !request->name().empty()) {
       absl::Status status = core_->Get(request->name(), request->version()).status();
       if (status.ok()) status = absl::NotFoundError("no statistics");
-      reactor->Finish(ToGrpcStatus(status));
-      return reactor;
+      reply.Finish(ToGrpcStatus(status));
+      return;
     }
     for (const auto& served : models) {
       const serving::StatisticsSnapshot s = served.scheduler->statistics().Snapshot();
@@ -242,19 +245,17 @@ class ConvServeService final : public convserve::v1::ConvServe::CallbackService 
       FillWindow(s.last_minute, stats->mutable_last_minute());
       FillWindow(s.since_start, stats->mutable_since_start());
     }
-    reactor->Finish(grpc::Status::OK);
-    return reactor;
+    reply.Finish(grpc::Status::OK);
   }
 
- private:
   serving::ServerCore* core_;
   std::unique_ptr<serving::ReportRunner> reports_;
 };
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> CreateConvServeService(serving::ServerCore* core) {
-  return std::make_unique<ConvServeService>(core);
+std::unique_ptr<grpc::Service> CreateConvServeService(serving::ServerCore* core, AsyncRpc& rpc) {
+  return std::make_unique<ConvServeService>(core, rpc);
 }
 
 }  // namespace convserve::api

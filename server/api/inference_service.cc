@@ -2,9 +2,11 @@
 
 #include <chrono>
 #include <cstring>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "proto/inference.grpc.pb.h"
+#include "server/api/async_rpc.h"
 #include "server/api/services.h"
 #include "server/api/status.h"
 #include "server/common/status.h"
@@ -206,7 +208,7 @@ void FillResponse(serving::InferResponse& response, bool raw, inference::ModelIn
   }
 }
 
-std::chrono::steady_clock::time_point SteadyDeadline(const grpc::CallbackServerContext* context) {
+std::chrono::steady_clock::time_point SteadyDeadline(const grpc::ServerContext* context) {
   const auto deadline = context->deadline();
   const auto now = std::chrono::system_clock::now();
   if (deadline >= now + std::chrono::hours(24 * 365))
@@ -232,49 +234,61 @@ void FillDuration(const serving::Duration& d, inference::StatisticDuration* out)
   out->set_ns(d.ns);
 }
 
-class InferenceService final : public inference::GRPCInferenceService::CallbackService {
+class InferenceService final : public inference::GRPCInferenceService::AsyncService {
  public:
-  explicit InferenceService(ServerCore* core) : core_(core) {}
+  InferenceService(ServerCore* core, AsyncRpc& rpc) : core_(core) {
+    using S = inference::GRPCInferenceService::AsyncService;
+    auto serve = [&](auto request, auto handler) {
+      rpc.ServeUnary(this, request, std::bind_front(handler, this));
+    };
+    serve(&S::RequestServerLive, &InferenceService::ServerLive);
+    serve(&S::RequestServerReady, &InferenceService::ServerReady);
+    serve(&S::RequestModelReady, &InferenceService::ModelReady);
+    serve(&S::RequestServerMetadata, &InferenceService::ServerMetadata);
+    serve(&S::RequestModelMetadata, &InferenceService::ModelMetadata);
+    serve(&S::RequestModelConfig, &InferenceService::ModelConfig);
+    serve(&S::RequestModelInfer, &InferenceService::ModelInfer);
+    serve(&S::RequestModelStatistics, &InferenceService::ModelStatistics);
+    serve(&S::RequestRepositoryIndex, &InferenceService::RepositoryIndex);
+    serve(&S::RequestRepositoryModelLoad, &InferenceService::RepositoryModelLoad);
+    serve(&S::RequestRepositoryModelUnload, &InferenceService::RepositoryModelUnload);
+  }
 
-  grpc::ServerUnaryReactor* ServerLive(grpc::CallbackServerContext* context,
-                                       const inference::ServerLiveRequest*,
-                                       inference::ServerLiveResponse* response) override {
+ private:
+  void ServerLive(grpc::ServerContext*, const inference::ServerLiveRequest*,
+                  inference::ServerLiveResponse* response, Reply reply) {
     response->set_live(true);
-    return Done(context, absl::OkStatus());
+    return Finish(reply, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* ServerReady(grpc::CallbackServerContext* context,
-                                        const inference::ServerReadyRequest*,
-                                        inference::ServerReadyResponse* response) override {
+  void ServerReady(grpc::ServerContext*, const inference::ServerReadyRequest*,
+                   inference::ServerReadyResponse* response, Reply reply) {
     response->set_ready(!core_->shutting_down());
-    return Done(context, absl::OkStatus());
+    return Finish(reply, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* ModelReady(grpc::CallbackServerContext* context,
-                                       const inference::ModelReadyRequest* request,
-                                       inference::ModelReadyResponse* response) override {
+  void ModelReady(grpc::ServerContext*, const inference::ModelReadyRequest* request,
+                  inference::ModelReadyResponse* response, Reply reply) {
     response->set_ready(!core_->shutting_down() &&
                         core_->Get(request->name(), request->version()).ok());
-    return Done(context, absl::OkStatus());
+    return Finish(reply, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* ServerMetadata(grpc::CallbackServerContext* context,
-                                           const inference::ServerMetadataRequest*,
-                                           inference::ServerMetadataResponse* response) override {
+  void ServerMetadata(grpc::ServerContext*, const inference::ServerMetadataRequest*,
+                      inference::ServerMetadataResponse* response, Reply reply) {
     response->set_name(kServerName);
     response->set_version(kServerVersion);
     for (const char* extension : {"classification", "model_repository", "model_configuration",
                                   "statistics", "binary_tensor_data"}) {
       response->add_extensions(extension);
     }
-    return Done(context, absl::OkStatus());
+    return Finish(reply, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* ModelMetadata(grpc::CallbackServerContext* context,
-                                          const inference::ModelMetadataRequest* request,
-                                          inference::ModelMetadataResponse* response) override {
+  void ModelMetadata(grpc::ServerContext*, const inference::ModelMetadataRequest* request,
+                     inference::ModelMetadataResponse* response, Reply reply) {
     absl::StatusOr<serving::ServedModel> served = core_->Get(request->name(), request->version());
-    if (!served.ok()) return Done(context, served.status());
+    if (!served.ok()) return Finish(reply, served.status());
     const inference::ModelConfig& config = served->model->config;
     response->set_name(served->model->name);
     for (int64_t v : core_->ServedVersions(request->name())) {
@@ -284,42 +298,38 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
     const bool batched = config.max_batch_size() > 0;
     FillTensorMetadata(config.input(), batched, response->mutable_inputs());
     FillTensorMetadata(config.output(), batched, response->mutable_outputs());
-    return Done(context, absl::OkStatus());
+    return Finish(reply, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* ModelConfig(grpc::CallbackServerContext* context,
-                                        const inference::ModelConfigRequest* request,
-                                        inference::ModelConfigResponse* response) override {
+  void ModelConfig(grpc::ServerContext*, const inference::ModelConfigRequest* request,
+                   inference::ModelConfigResponse* response, Reply reply) {
     absl::StatusOr<serving::ServedModel> served = core_->Get(request->name(), request->version());
-    if (!served.ok()) return Done(context, served.status());
+    if (!served.ok()) return Finish(reply, served.status());
     *response->mutable_config() = served->model->config;
-    return Done(context, absl::OkStatus());
+    return Finish(reply, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* ModelInfer(grpc::CallbackServerContext* context,
-                                       const inference::ModelInferRequest* request,
-                                       inference::ModelInferResponse* response) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  void ModelInfer(grpc::ServerContext* context, const inference::ModelInferRequest* request,
+                  inference::ModelInferResponse* response, Reply reply) {
     const bool raw = request->raw_input_contents_size() > 0;
-    auto done = [reactor, response, raw](absl::StatusOr<serving::InferResponse> result) {
+    auto done = [reply, response, raw](absl::StatusOr<serving::InferResponse> result) {
       if (result.ok()) FillResponse(*result, raw, response);
-      reactor->Finish(ToGrpcStatus(result.status()));
+      reply.Finish(ToGrpcStatus(result.status()));
     };
     auto converted = std::make_unique<serving::InferRequest>();
     if (absl::Status status = ConvertRequest(*request, *converted); !status.ok()) {
       core_->Reject(request->model_name(), request->model_version(), status, request->id(),
                     std::move(done));
-      return reactor;
+      return;
     }
     converted->deadline = SteadyDeadline(context);
+    converted->followed = AsyncRpc::CallsReadyBehind() > 0;
     core_->Infer(request->model_name(), request->model_version(), std::move(converted),
                  std::move(done));
-    return reactor;
   }
 
-  grpc::ServerUnaryReactor* ModelStatistics(grpc::CallbackServerContext* context,
-                                            const inference::ModelStatisticsRequest* request,
-                                            inference::ModelStatisticsResponse* response) override {
+  void ModelStatistics(grpc::ServerContext*, const inference::ModelStatisticsRequest* request,
+                       inference::ModelStatisticsResponse* response, Reply reply) {
     std::vector<serving::ServedModel> models;
     if (request->name().empty()) {
       models = core_->Served();
@@ -328,11 +338,11 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
         if (served.model->name == request->name()) models.push_back(served);
       }
       if (models.empty()) {
-        return Done(context, core_->Get(request->name(), "").status());
+        return Finish(reply, core_->Get(request->name(), "").status());
       }
     } else {
       absl::StatusOr<serving::ServedModel> served = core_->Get(request->name(), request->version());
-      if (!served.ok()) return Done(context, served.status());
+      if (!served.ok()) return Finish(reply, served.status());
       models.push_back(*served);
     }
     for (const auto& served : models) {
@@ -365,12 +375,11 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
         FillDuration(batch.compute_output, out->mutable_compute_output());
       }
     }
-    return Done(context, absl::OkStatus());
+    return Finish(reply, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* RepositoryIndex(grpc::CallbackServerContext* context,
-                                            const inference::RepositoryIndexRequest* request,
-                                            inference::RepositoryIndexResponse* response) override {
+  void RepositoryIndex(grpc::ServerContext*, const inference::RepositoryIndexRequest* request,
+                       inference::RepositoryIndexResponse* response, Reply reply) {
     for (const auto& entry : core_->Index(request->ready())) {
       auto* model = response->add_models();
       model->set_name(entry.name);
@@ -378,38 +387,30 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
       model->set_state(entry.state);
       model->set_reason(entry.reason);
     }
-    return Done(context, absl::OkStatus());
+    return Finish(reply, absl::OkStatus());
   }
 
-  grpc::ServerUnaryReactor* RepositoryModelLoad(
-      grpc::CallbackServerContext* context, const inference::RepositoryModelLoadRequest* request,
-      inference::RepositoryModelLoadResponse*) override {
+  void RepositoryModelLoad(grpc::ServerContext*,
+                           const inference::RepositoryModelLoadRequest* request,
+                           inference::RepositoryModelLoadResponse*, Reply reply) {
     if (!request->parameters().empty()) {
-      return Done(context, absl::UnimplementedError(
+      return Finish(reply, absl::UnimplementedError(
                                "RepositoryModelLoad parameters (config or file overrides) are "
                                "not supported: put the files in the repository"));
     }
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
     core_->LoadAsync(request->model_name(),
-                     [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
-    return reactor;
+                     [reply](absl::Status status) { reply.Finish(ToGrpcStatus(status)); });
   }
 
-  grpc::ServerUnaryReactor* RepositoryModelUnload(
-      grpc::CallbackServerContext* context, const inference::RepositoryModelUnloadRequest* request,
-      inference::RepositoryModelUnloadResponse*) override {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  void RepositoryModelUnload(grpc::ServerContext*,
+                             const inference::RepositoryModelUnloadRequest* request,
+                             inference::RepositoryModelUnloadResponse*, Reply reply) {
     core_->UnloadAsync(request->model_name(),
-                       [reactor](absl::Status status) { reactor->Finish(ToGrpcStatus(status)); });
-    return reactor;
+                       [reply](absl::Status status) { reply.Finish(ToGrpcStatus(status)); });
   }
 
- private:
-  static grpc::ServerUnaryReactor* Done(grpc::CallbackServerContext* context,
-                                        const absl::Status& status) {
-    grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
-    reactor->Finish(ToGrpcStatus(status));
-    return reactor;
+  static void Finish(Reply reply, const absl::Status& status) {
+    reply.Finish(ToGrpcStatus(status));
   }
 
   ServerCore* core_;
@@ -417,8 +418,8 @@ class InferenceService final : public inference::GRPCInferenceService::CallbackS
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core) {
-  return std::make_unique<InferenceService>(core);
+std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core, AsyncRpc& rpc) {
+  return std::make_unique<InferenceService>(core, rpc);
 }
 
 }  // namespace convserve::api

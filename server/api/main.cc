@@ -45,6 +45,12 @@ int main(int argc, char** argv) {
   app.add_option("--threads", options.threads, "Compute threads for all models (0: all cores)")
       ->envname("CONVSERVE_THREADS")
       ->capture_default_str();
+  app.add_option("--grpc-threads", options.grpc_threads,
+                 "Threads that receive and answer gRPC calls (a lone request is computed on "
+                 "the thread that received it)")
+      ->envname("CONVSERVE_GRPC_THREADS")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   app.add_option("--model-control-mode", options.model_control_mode, "none | poll | explicit")
       ->envname("CONVSERVE_MODEL_CONTROL_MODE")
       ->check(CLI::IsMember({"none", "poll", "explicit"}))

@@ -2,7 +2,6 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/grpcpp.h>
-#include <grpcpp/health_check_service_interface.h>
 #include <grpcpp/impl/codegen/service_type.h>
 
 #include <filesystem>
@@ -12,6 +11,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "dnnl.hpp"
+#include "server/api/async_rpc.h"
+#include "server/api/health_service.h"
 #include "server/api/services.h"
 #include "server/common/files.h"
 #include "server/serving/metrics.h"
@@ -90,13 +91,17 @@ std::string TransportSecurity(const ServerOptions& options) {
   return options.tls_client_ca_file.empty() ? "TLS" : "mutual TLS";
 }
 
+// Members are destroyed bottom-up: the queue's threads stop before the services and the gRPC
+// server they use go.
 struct Server::Impl {
   ServerOptions options;
   std::unique_ptr<serving::PrometheusMetrics> metrics;
   std::unique_ptr<serving::ServerCore> core;
+  std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Service> inference_service;
   std::unique_ptr<grpc::Service> convserve_service;
-  std::unique_ptr<grpc::Server> grpc_server;
+  std::unique_ptr<HealthService> health;
+  std::unique_ptr<AsyncRpc> rpc;
   int grpc_port = 0;
   std::mutex shutdown_mutex;
   bool shut_down = false;
@@ -146,7 +151,6 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   if (!core.ok()) return core.status();
   impl->core = *std::move(core);
 
-  grpc::EnableDefaultHealthCheckService(true);
   grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat(options.grpc_address, ":", options.grpc_port), *credentials,
@@ -154,10 +158,16 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.SetMaxReceiveMessageSize(static_cast<int>(
       std::min<int64_t>(options.max_request_bytes, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(-1);
-  impl->inference_service = CreateInferenceService(impl->core.get());
-  impl->convserve_service = CreateConvServeService(impl->core.get());
+  impl->rpc = std::make_unique<AsyncRpc>(options.grpc_threads);
+  impl->inference_service = CreateInferenceService(impl->core.get(), *impl->rpc);
+  impl->convserve_service = CreateConvServeService(impl->core.get(), *impl->rpc);
+  impl->health = std::make_unique<HealthService>(
+      *impl->rpc,
+      std::vector<std::string>{"inference.GRPCInferenceService", "convserve.v1.ConvServe"});
   builder.RegisterService(impl->inference_service.get());
   builder.RegisterService(impl->convserve_service.get());
+  builder.RegisterService(impl->health.get());
+  impl->rpc->AddTo(builder);
   impl->grpc_server = builder.BuildAndStart();
   if (impl->grpc_server == nullptr || impl->grpc_port == 0) {
     return absl::UnavailableError(absl::StrCat(
@@ -167,7 +177,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
             : " (address in use or not local, or gRPC rejected the TLS certificate, key or "
               "client CA: see its log line above)"));
   }
-  impl->grpc_server->GetHealthCheckService()->SetServingStatus(true);
+  impl->rpc->Start();
+  impl->health->SetServing(true);
   return std::unique_ptr<Server>(new Server(std::move(impl)));
 }
 
@@ -179,7 +190,7 @@ bool Server::Shutdown() {
   std::lock_guard<std::mutex> lock(impl_->shutdown_mutex);
   if (impl_->shut_down) return impl_->drained;
   impl_->shut_down = true;
-  impl_->grpc_server->GetHealthCheckService()->SetServingStatus(false);
+  impl_->health->SetServing(false);
   impl_->core->BeginShutdown();
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(impl_->options.exit_timeout_secs);
@@ -196,6 +207,7 @@ bool Server::Shutdown() {
   constexpr auto kQuiet = std::chrono::milliseconds(100);
   constexpr auto kMaxHold = std::chrono::seconds(2);
   constexpr auto kGoaway = std::chrono::milliseconds(50);
+  impl_->health->Shutdown();  // ends Watch streams, which gRPC's shutdown would wait for
   impl_->core->HoldRefusals();
   const size_t held =
       impl_->core->WaitForQuietRefusals(kQuiet, std::chrono::steady_clock::now() + kMaxHold);
@@ -208,7 +220,11 @@ bool Server::Shutdown() {
   impl_->grpc_server->Wait();
   spdlog::info("refused {} new requests with UNAVAILABLE during shutdown ({} held until GOAWAY)",
                impl_->core->refused(), held);
+  // Reports still queued are answered UNAVAILABLE, then the core answers whatever it still holds;
+  // only then may the completion queue stop.
+  impl_->convserve_service.reset();
   impl_->core.reset();
+  impl_->rpc->Stop();
   impl_->metrics.reset();
   spdlog::info("server stopped");
   return impl_->drained;

@@ -12,12 +12,14 @@ class ServerCore;
 
 namespace convserve::api {
 
-// inference.GRPCInferenceService (KServe v2 + Triton extensions), callback API. `core` must
-// outlive the service.
-std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core);
+class AsyncRpc;
+
+// inference.GRPCInferenceService (KServe v2 + Triton extensions), its methods served on `rpc`
+// (register the returned service with the builder). `core` must outlive the service.
+std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core, AsyncRpc& rpc);
 
 // convserve.v1.ConvServe: GetModelStatistics, GetLayerReport, CompareKernels (reports run one
 // at a time on their own thread, within the compute-thread budget).
-std::unique_ptr<grpc::Service> CreateConvServeService(serving::ServerCore* core);
+std::unique_ptr<grpc::Service> CreateConvServeService(serving::ServerCore* core, AsyncRpc& rpc);
 
 }  // namespace convserve::api

@@ -126,6 +126,36 @@ absl::StatusOr<Image> DecodeImage(std::string_view bytes, int channels, int64_t 
       absl::StrCat("not a JPEG or PNG image (", bytes.size(), " bytes)"));
 }
 
+int64_t EncodedImagePixels(std::string_view bytes) {
+  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data());
+  const size_t size = bytes.size();
+  auto be16 = [&](size_t at) { return static_cast<int64_t>(data[at]) << 8 | data[at + 1]; };
+  auto be32 = [&](size_t at) { return be16(at) << 16 | be16(at + 2); };
+  // PNG: the signature (8 bytes), then the IHDR chunk: length (4), "IHDR", width (4), height (4).
+  if (size >= 24 && data[0] == 0x89 && std::memcmp(data + 12, "IHDR", 4) == 0) {
+    return be32(16) * be32(20);
+  }
+  // JPEG: segments after SOI; a start-of-frame marker (C0-CF except C4 DHT, C8 JPG, CC DAC)
+  // holds length (2), precision (1), height (2), width (2).
+  if (size < 4 || data[0] != 0xFF || data[1] != 0xD8) return -1;
+  size_t at = 2;
+  while (at + 4 <= size) {
+    if (data[at] != 0xFF) return -1;
+    const unsigned char marker = data[at + 1];
+    if (marker == 0xFF) {  // fill byte
+      ++at;
+      continue;
+    }
+    if (marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC) {
+      if (at + 9 > size) return -1;
+      return be16(at + 5) * be16(at + 7);
+    }
+    if (marker == 0xD9 || marker == 0xDA) return -1;  // end of image, or scan data before a frame
+    at += 2 + static_cast<size_t>(be16(at + 2));
+  }
+  return -1;
+}
+
 void PreprocessImage(const Image& image, const inference::ModelPreprocessing& pre, bool hwc,
                      float* out) {
   const int out_w = pre.width(), out_h = pre.height(), channels = image.channels;

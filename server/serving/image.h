@@ -29,6 +29,11 @@ inline constexpr int64_t kDefaultMaxImagePixels = 16 * 1024 * 1024;
 // (checked from the header, before decompression).
 absl::StatusOr<Image> DecodeImage(std::string_view bytes, int channels, int64_t max_pixels);
 
+// Width * height from a PNG's or baseline/progressive JPEG's header, without decoding it; -1 when
+// the header does not say (not a PNG or JPEG, or truncated before the size). For deciding where
+// to decode (a large image is not decoded on a thread that receives requests).
+int64_t EncodedImagePixels(std::string_view bytes);
+
 // Resizes (bilinear with half-pixel centres, or nearest) and normalises an image decoded with
 // ColorFormatChannels(pre.color_format()) channels: value = (pixel * scale - mean[c]) / std[c],
 // with BGR swapping the channels. Writes channels * pre.height() * pre.width() floats to `out`,

@@ -352,6 +352,24 @@ void Scheduler::Reject(const absl::Status& status, const std::string& request_id
   Fail(pending, status, 0);
 }
 
+namespace {
+
+// Whether the request's encoded images (BYTES elements) are small enough to decode inline.
+bool ImagesFitInline(const InferRequest& request) {
+  int64_t pixels = 0;
+  for (const InputTensor& input : request.inputs) {
+    for (std::string_view element : input.elements) {
+      const int64_t n = EncodedImagePixels(element);
+      if (n < 0) return false;
+      pixels += n;
+      if (pixels > Scheduler::kInlineMaxImagePixels) return false;
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback callback,
                        Clock::time_point arrival) {
   Pending pending;
@@ -365,6 +383,7 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
   absl::Status rejected;
   int64_t depth = 0;
   bool run_inline = false;
+  const bool may_run_inline = !pending.request->followed && ImagesFitInline(*pending.request);
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) {
@@ -373,12 +392,14 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
     } else if (queue_.size() >= max_queue_size_) {
       rejected = absl::ResourceExhaustedError(absl::StrCat(
           "queue of model '", model_->name, "' is full (", max_queue_size_, " requests waiting)"));
-    } else if (pending.request->deadline > Clock::now() && ClaimInline()) {
+    } else if (may_run_inline && pending.request->deadline > Clock::now() && ClaimInline()) {
       run_inline = true;
     } else {
-      // Another request is waiting, being batched or running inline: requests overlap, so
-      // waiting for more of them can fill a batch (see NextBatch).
-      if (!queue_.empty() || forming_ || inline_busy_) overlap_ = true;
+      // Another request is waiting, being batched or running inline, or follows right behind:
+      // requests overlap, so waiting for more of them can fill a batch (see NextBatch).
+      if (!queue_.empty() || forming_ || inline_busy_ || pending.request->followed) {
+        overlap_ = true;
+      }
       queue_.push_back(std::move(pending));
       depth = static_cast<int64_t>(queue_.size());
     }

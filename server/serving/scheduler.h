@@ -15,9 +15,11 @@
 //   back only once answered.
 //
 // Two hand-offs are skipped where they only cost time:
-// - A lone request (nothing queued or being batched, an instance and the compute threads free,
-//   the batcher not expecting company, and the model's last batch-1 execution under
-//   kInlineMaxInferUs) runs on the thread that submits it, usually a gRPC callback thread:
+// - A lone request (no other request arrived with it (InferRequest::followed), nothing queued
+//   or being batched, an instance and the compute threads free, the batcher not expecting
+//   company, the model's last batch-1 execution under kInlineMaxInferUs, and its encoded images
+//   if any under kInlineMaxImagePixels) runs on the thread
+//   that submits it, usually the gRPC thread that received it (server/api/async_rpc.h):
 //   waking a worker costs tens of microseconds on a virtual machine, a large share of a small
 //   model's request. At most one such execution runs at a time, counted as one of the
 //   instances, so the instance and thread limits hold as before.
@@ -96,6 +98,9 @@ class Scheduler : public repository::Servable {
   // Lone requests of models whose batch-1 execution takes longer run on a worker: blocking a
   // gRPC thread that long is not worth the few microseconds the hand-off costs.
   static constexpr int64_t kInlineMaxInferUs = 2000;
+  // Nor do requests whose encoded images hold more pixels in all (or whose size the headers do
+  // not tell): decoding them would block the receiving thread for longer than that.
+  static constexpr int64_t kInlineMaxImagePixels = 256 * 256;
   // max_queue_delay is waited only where a larger batch was measured at least this much cheaper
   // per image than the batch at hand (see NextBatch).
   static constexpr double kBatchingGain = 0.15;

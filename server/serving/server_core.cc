@@ -14,7 +14,7 @@ absl::Status ShuttingDown() { return absl::UnavailableError("the server is shutt
 }  // namespace
 
 // Destroys schedulers on its own thread: a scheduler's destructor joins its workers, which must
-// never happen on one of those workers or on a gRPC callback thread.
+// never happen on one of those workers or on a gRPC thread.
 class Reaper {
  public:
   Reaper() : thread_([this] { Loop(); }) {}

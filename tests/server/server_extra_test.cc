@@ -7,7 +7,6 @@
 // what is queued stays queued until the test releases the budget.
 #include <arpa/inet.h>
 #include <gmock/gmock.h>
-#include <grpcpp/generic/generic_stub.h>
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
@@ -26,6 +25,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "proto/health.grpc.pb.h"
 #include "proto/inference.grpc.pb.h"
 #include "server/api/server.h"
 #include "server/serving/server_core.h"
@@ -78,27 +78,19 @@ class BudgetHold {
   bool held_ = true;
 };
 
-// grpc.health.v1.Health/Check through a generic stub (the health proto headers are not
-// shipped): HealthCheckRequest{service=""} is empty; HealthCheckResponse{status=1} is the
-// varint field 1. Returns the status enum (1 SERVING, 2 NOT_SERVING) or -1 on RPC failure.
-int HealthStatus(const std::shared_ptr<grpc::Channel>& channel) {
-  grpc::GenericStub stub(channel);
+// grpc.health.v1.Health/Check of `service`: the status (1 SERVING, 2 NOT_SERVING), or -1 when the
+// RPC failed (its status in *failed).
+int HealthStatus(const std::shared_ptr<grpc::Channel>& channel, const std::string& service = "",
+                 grpc::Status* failed = nullptr) {
+  auto stub = grpc::health::v1::Health::NewStub(channel);
   grpc::ClientContext context;
   context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(10));
-  grpc::Slice empty("");
-  grpc::ByteBuffer request(&empty, 1);
-  grpc::ByteBuffer response;
-  auto done = std::make_shared<std::promise<grpc::Status>>();
-  std::future<grpc::Status> status = done->get_future();
-  stub.UnaryCall(&context, "/grpc.health.v1.Health/Check", grpc::StubOptions(), &request, &response,
-                 [done](grpc::Status s) { done->set_value(std::move(s)); });
-  if (!status.get().ok()) return -1;
-  grpc::Slice slice;
-  if (!response.DumpToSingleSlice(&slice).ok()) return -1;
-  const std::string bytes(reinterpret_cast<const char*>(slice.begin()), slice.size());
-  if (bytes.empty()) return 0;  // proto3 default: UNKNOWN
-  if (bytes.size() != 2 || bytes[0] != 0x08) return -1;
-  return bytes[1];
+  grpc::health::v1::HealthCheckRequest request;
+  request.set_service(service);
+  grpc::health::v1::HealthCheckResponse response;
+  const grpc::Status status = stub->Check(&context, request, &response);
+  if (failed != nullptr) *failed = status;
+  return status.ok() ? static_cast<int>(response.status()) : -1;
 }
 
 // GET http://127.0.0.1:port/path with HTTP/1.0; returns the whole response (headers and body).
@@ -176,6 +168,19 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
     stub_ = GRPCInferenceService::NewStub(channel_);
   }
 
+  // Adds model `name` (the linear test model with `bias`, `config` as its config.pbtxt), starts
+  // the server (metrics off) and returns the model's scheduler.
+  std::shared_ptr<serving::Scheduler> StartServerWithModel(const std::string& name,
+                                                           const std::string& config, float bias) {
+    WriteText(root_ / name / "config.pbtxt", config);
+    WriteLinearOnnx(root_ / name / "1" / "model.onnx", bias);
+    api::ServerOptions options;
+    options.metrics_port = 0;
+    StartServer(options);
+    if (server_ == nullptr) return nullptr;
+    return SchedulerOf(name);
+  }
+
   static inference::ModelInferRequest Request(const std::string& model, int label) {
     return PatternRequest(model, {label});
   }
@@ -191,10 +196,12 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
   // Submits a request straight to the core (Submit queues it before this returns); the result
   // arrives through the future.
   std::future<absl::StatusOr<serving::InferResponse>> CoreInfer(
-      const std::string& model, Steady::time_point deadline = Steady::time_point::max()) {
+      const std::string& model, Steady::time_point deadline = Steady::time_point::max(),
+      bool followed = false) {
     auto request = std::make_unique<serving::InferRequest>();
     request->id = "core";
     request->deadline = deadline;
+    request->followed = followed;
     request->owned_buffers.push_back(PatternBytes(2));
     serving::InputTensor input;
     input.name = "input";
@@ -245,6 +252,58 @@ TEST_F(ServerExtraTest, HealthIsServingThenNotServingOnceShutdownBegins) {
   EXPECT_TRUE(shutdown.get());
   auto result = in_flight.get();
   EXPECT_TRUE(result.ok()) << result.status();
+}
+
+TEST_F(ServerExtraTest, HealthKnowsEachServiceAndNoOther) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  EXPECT_EQ(HealthStatus(channel_, "inference.GRPCInferenceService"), 1);
+  EXPECT_EQ(HealthStatus(channel_, "convserve.v1.ConvServe"), 1);
+  grpc::Status failed;
+  EXPECT_EQ(HealthStatus(channel_, "no.such.Service", &failed), -1);
+  EXPECT_EQ(failed.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(failed.error_message(), HasSubstr("'no.such.Service'"));
+  EXPECT_EQ(HealthStatus(channel_), 1);  // and it keeps answering
+}
+
+// Watch streams the status as it changes: SERVING, then NOT_SERVING when shutdown begins, and
+// then the stream ends (UNAVAILABLE) so that shutdown does not wait for its clients. An unknown
+// service is SERVICE_UNKNOWN, and its stream stays open until then too.
+TEST_F(ServerExtraTest, HealthWatchStreamsTheStatusAndEndsAtShutdown) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  auto stub = grpc::health::v1::Health::NewStub(channel_);
+  using Response = grpc::health::v1::HealthCheckResponse;
+  grpc::ClientContext server_context, unknown_context;
+  for (auto* context : {&server_context, &unknown_context}) {
+    context->set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+  }
+  grpc::health::v1::HealthCheckRequest request;
+  auto server_stream = stub->Watch(&server_context, request);
+  request.set_service("no.such.Service");
+  auto unknown_stream = stub->Watch(&unknown_context, request);
+  Response response;
+  ASSERT_TRUE(server_stream->Read(&response));
+  EXPECT_EQ(response.status(), Response::SERVING);
+  ASSERT_TRUE(unknown_stream->Read(&response));
+  EXPECT_EQ(response.status(), Response::SERVICE_UNKNOWN);
+
+  const Steady::time_point begun = Steady::now();
+  auto shutdown = std::async(std::launch::async, [this] { return server_->Shutdown(); });
+  ASSERT_TRUE(server_stream->Read(&response));
+  EXPECT_EQ(response.status(), Response::NOT_SERVING);
+  EXPECT_FALSE(server_stream->Read(&response));
+  EXPECT_FALSE(unknown_stream->Read(&response));
+  for (auto* stream : {&server_stream, &unknown_stream}) {
+    const grpc::Status end = (*stream)->Finish();
+    EXPECT_EQ(end.error_code(), grpc::StatusCode::UNAVAILABLE);
+    EXPECT_THAT(end.error_message(), HasSubstr("shutting down"));
+  }
+  EXPECT_TRUE(shutdown.get());
+  // gRPC's own shutdown would have cancelled open streams only after its 2 s grace period.
+  EXPECT_LT(Steady::now() - begun, std::chrono::seconds(2));
 }
 
 TEST_F(ServerExtraTest, RefusalsHeldAtShutdownAreAnsweredUnavailableWhenReleased) {
@@ -420,18 +479,14 @@ TEST_F(ServerExtraTest, FullQueueFailsWithResourceExhausted) {
 // oracles: the server's own queue time (ModelStatistics), 400 ms per wait against none; the
 // scheduler's count of inline executions; the linear model's logits.
 TEST_F(ServerExtraTest, LoneClientStopsPayingTheBatchingDelayAndRunsInline) {
-  WriteText(root_ / "slowbatch" / "config.pbtxt", R"(name: "slowbatch"
+  auto scheduler = StartServerWithModel("slowbatch", R"(name: "slowbatch"
 max_batch_size: 8
 input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
 output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
 dynamic_batching { max_queue_delay_microseconds: 400000 }
 instance_group [ { count: 1 kind: KIND_CPU } ]
-)");
-  WriteLinearOnnx(root_ / "slowbatch" / "1" / "model.onnx", 0.5f);
-  api::ServerOptions options;
-  options.metrics_port = 0;
-  StartServer(options);
-  auto scheduler = SchedulerOf("slowbatch");
+)",
+                                        0.5f);
   ASSERT_NE(scheduler, nullptr);
   std::vector<uint64_t> queue_ns;      // queue time of each request, from the cumulative statistics
   std::vector<uint64_t> inline_after;  // the scheduler's inline count after each request
@@ -467,18 +522,14 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 // Under load the batcher does not wait: a request that queued up while the worker computed runs
 // as soon as the worker is free, not max_queue_delay (5 s here) after it arrived.
 TEST_F(ServerExtraTest, BacklogRunsWithoutWaitingForMore) {
-  WriteText(root_ / "backlog" / "config.pbtxt", R"(name: "backlog"
+  auto scheduler = StartServerWithModel("backlog", R"(name: "backlog"
 max_batch_size: 2
 input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
 output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
 dynamic_batching { max_queue_delay_microseconds: 5000000 }
 instance_group [ { count: 1 kind: KIND_CPU } ]
-)");
-  WriteLinearOnnx(root_ / "backlog" / "1" / "model.onnx", 0.0f);
-  api::ServerOptions options;
-  options.metrics_port = 0;
-  StartServer(options);
-  auto scheduler = SchedulerOf("backlog");
+)",
+                                        0.0f);
   ASSERT_NE(scheduler, nullptr);
   BudgetHold hold(server_->core().thread_budget());
   // The worker waits for company for `first`, gets `second`, and blocks on the held threads.
@@ -525,6 +576,81 @@ TEST_F(ServerExtraTest, LoneRequestWithoutFreeThreadsIsQueued) {
   EXPECT_EQ(scheduler->inline_count(), 1u);
 }
 
+// A request that arrived together with others (the api saw them ready at once) is queued so that
+// they can form a batch, even where a lone request would run inline.
+TEST_F(ServerExtraTest, RequestArrivingWithOthersIsQueuedNotRunInline) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  StartServer(options);
+  auto scheduler = SchedulerOf("queued");
+  ASSERT_NE(scheduler, nullptr);
+  for (int i = 0; i < 3; ++i) {  // as above: the third runs inline
+    inference::ModelInferResponse response;
+    ASSERT_TRUE(Infer(Request("queued", i), &response).ok());
+  }
+  ASSERT_EQ(scheduler->inline_count(), 1u);
+  auto followed = CoreInfer("queued", Steady::time_point::max(), /*followed=*/true);
+  auto result = followed.get();
+  ASSERT_TRUE(result.ok()) << result.status();
+  ASSERT_EQ(result->outputs.size(), 1u);
+  const std::vector<float> pixels = PatternFloats(2);
+  const auto expected = LinearLogits(pixels.data(), 0.0f);
+  ASSERT_EQ(result->outputs[0].data.size(), 10 * sizeof(float));
+  for (int k = 0; k < 10; ++k) {
+    float value;
+    std::memcpy(&value, result->outputs[0].data.data() + k * sizeof(float), sizeof(float));
+    EXPECT_NEAR(value, expected[k], 1e-4) << "class " << k;
+  }
+  EXPECT_EQ(scheduler->inline_count(), 1u);
+  EXPECT_EQ(Stats("queued").execution_count(), 4u);
+  // And the next lone request runs inline again.
+  inference::ModelInferResponse response;
+  ASSERT_TRUE(Infer(Request("queued", 3), &response).ok());
+  EXPECT_EQ(scheduler->inline_count(), 2u);
+}
+
+// An image that would take long to decode is not decoded on the thread that received it: past
+// kInlineMaxImagePixels (by its header) the request goes to the worker, and is still answered.
+TEST_F(ServerExtraTest, LargeImageIsDecodedOnAWorkerNotInline) {
+  auto scheduler = StartServerWithModel("images", R"(name: "images"
+max_batch_size: 1
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+preprocessing { color_format: GRAY width: 28 height: 28 scale: 0.003921569 }
+)",
+                                        0.0f);
+  ASSERT_NE(scheduler, nullptr);
+  auto infer_png = [&](int label, int side) {
+    inference::ModelInferRequest request;
+    request.set_model_name("images");
+    auto* input = request.add_inputs();
+    input->set_name("input");
+    input->set_datatype("BYTES");
+    input->add_shape(1);
+    input->mutable_contents()->add_bytes_contents(EncodePng(PatternImage(label, side), side, side));
+    inference::ModelInferResponse response;
+    const grpc::Status status = Infer(request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.outputs_size(), 1);
+    const auto& logits = response.outputs(0).contents().fp32_contents();
+    ASSERT_EQ(logits.size(), 10);
+    if (side != 28) return;  // resized: no exact oracle
+    const std::vector<float> pixels = PatternFloats(label);
+    const auto expected = LinearLogits(pixels.data(), 0.0f);
+    for (int k = 0; k < 10; ++k) EXPECT_NEAR(logits[k], expected[k], 1e-4) << "class " << k;
+  };
+  for (int i = 0; i < 3; ++i) infer_png(i, 28);  // the third runs inline (see above)
+  ASSERT_EQ(scheduler->inline_count(), 1u);
+  const int side = 257;  // 257 * 257 > kInlineMaxImagePixels = 256 * 256
+  static_assert(257 * 257 > serving::Scheduler::kInlineMaxImagePixels);
+  infer_png(4, side);
+  EXPECT_EQ(scheduler->inline_count(), 1u);
+  infer_png(5, 256);  // exactly at the limit: inline
+  EXPECT_EQ(scheduler->inline_count(), 2u);
+  EXPECT_EQ(Stats("images").execution_count(), 5u);
+}
+
 TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
   api::ServerOptions options;
   options.metrics_port = 0;
@@ -543,8 +669,12 @@ TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
     return Infer(Request("queued", 5), &response, std::chrono::milliseconds(1000));
   });
   ASSERT_TRUE(PollUntil([&] { return scheduler->queue_depth() == 1; }));
-  // The server's deadline is its receipt time + 1 s, and it received the request by now.
-  const Steady::time_point server_deadline_bound = Steady::now() + std::chrono::seconds(1);
+  // The server's deadline is its receipt time + 1 s, and it received the request by now. Plus
+  // gRPC's slack: the timeout a client sends is measured from a clock reading gRPC caches, which
+  // made the server's deadline up to 10 ms later than that (seen with an earlier server in the
+  // same process).
+  const Steady::time_point server_deadline_bound =
+      Steady::now() + std::chrono::seconds(1) + std::chrono::milliseconds(200);
   EXPECT_EQ(late.get().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
   // A loaded machine may deliver the request late, so the client's deadline can pass before the
   // server's: wait for the clock to pass the server's too.

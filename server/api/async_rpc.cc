@@ -1,0 +1,105 @@
+#include "server/api/async_rpc.h"
+
+#include <pthread.h>
+
+#include <chrono>
+#include <string>
+
+#include "spdlog/spdlog.h"
+
+namespace convserve::api {
+
+AsyncRpc::AsyncRpc(int threads) : num_threads_(std::max(1, threads)) {}
+
+AsyncRpc::~AsyncRpc() { Stop(); }
+
+void AsyncRpc::AddTo(grpc::ServerBuilder& builder) { queue_ = builder.AddCompletionQueue(); }
+
+void AsyncRpc::Start() {
+  // Several calls of each method wait at once: calls that arrive together then reach the queue
+  // together (CallsReadyBehind), instead of one by one as each handler posts its successor.
+  for (auto& method : methods_) {
+    for (int i = 0; i < kWaitingCallsPerMethod; ++i) method->Post();
+  }
+  for (int i = 0; i < num_threads_; ++i) {
+    threads_.emplace_back([this, i] {
+      const std::string name = "cs-grpc-" + std::to_string(i);
+      pthread_setname_np(pthread_self(), name.c_str());
+      Run();
+    });
+  }
+}
+
+namespace {
+thread_local int calls_ready_behind = 0;
+}  // namespace
+
+int AsyncRpc::CallsReadyBehind() { return calls_ready_behind; }
+
+void AsyncRpc::Run() {
+  struct Event {
+    Tag* tag;
+    bool ok;
+    bool starts_call;
+  };
+  // Bounded, so that one thread does not hoard a flood while another is idle.
+  constexpr size_t kMaxTaken = 64;
+  std::vector<Event> ready;
+  ready.reserve(kMaxTaken);
+  void* tag = nullptr;
+  bool ok = false;
+  while (queue_->Next(&tag, &ok)) {
+    ready.clear();
+    auto* first = static_cast<Tag*>(tag);
+    ready.push_back({first, ok, ok && first->StartsCall()});
+    // Only a new call needs to know what follows it (each look is a system call).
+    while (ready.front().starts_call && ready.size() < kMaxTaken &&
+           queue_->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_MONOTONIC)) ==
+               grpc::CompletionQueue::GOT_EVENT) {
+      auto* event = static_cast<Tag*>(tag);
+      // Asked now: an earlier event's Proceed may end another call, never this event's.
+      ready.push_back({event, ok, ok && event->StartsCall()});
+    }
+    int calls = 0;
+    for (const Event& event : ready) calls += event.starts_call ? 1 : 0;
+    for (const Event& event : ready) {
+      if (event.starts_call) --calls;
+      calls_ready_behind = calls;
+      event.tag->Proceed(event.ok);
+    }
+    calls_ready_behind = 0;
+  }
+}
+
+void AsyncRpc::CallEnded() {
+  if (calls_.fetch_sub(1, std::memory_order_acq_rel) == 1) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ended_.notify_all();
+  }
+}
+
+void AsyncRpc::Stop() {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (stopped_ || queue_ == nullptr) return;
+  stopped_ = true;
+  if (!threads_.empty()) {
+    // Calls still alive get their last event from the queue, so it keeps running until then.
+    // gRPC's shutdown ended the waiting ones; a handler that still holds a Reply must answer
+    // first (the serving core answers everything before it is destroyed).
+    if (!ended_.wait_for(lock, std::chrono::seconds(5),
+                         [this] { return calls_.load(std::memory_order_acquire) == 0; })) {
+      spdlog::warn("gRPC: {} calls still open 5 s after shutdown; waiting for them", calls_.load());
+      ended_.wait(lock, [this] { return calls_.load(std::memory_order_acquire) == 0; });
+    }
+  }
+  lock.unlock();
+  queue_->Shutdown();
+  for (auto& thread : threads_) thread.join();
+  threads_.clear();
+  // Without threads (Start never ran) the queue is drained here.
+  void* tag = nullptr;
+  bool ok = false;
+  while (queue_->Next(&tag, &ok)) static_cast<Tag*>(tag)->Proceed(ok);
+}
+
+}  // namespace convserve::api
