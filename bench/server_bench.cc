@@ -195,10 +195,11 @@ ServerCpu ReadServerCpu(pid_t pid) {
     std::string line, comm;
     std::getline(in, line);
     const double seconds = StatLineCpuSeconds(line, &comm);
-    // gRPC names its threads (default-executor, event_engine, nexting_thread, timer_manager,
-    // grpcpp_sync_server, ...). A lone request computed on the gRPC thread that received it
-    // counts as gRPC's here.
-    const bool grpc = comm != process_name && comm.rfind("cs-", 0) != 0;
+    // gRPC's threads: the server's completion-queue threads ("cs-grpc-N", server/api/async_rpc.h)
+    // and those gRPC names itself (default-executor, timer_manager, grpcpp_sync_server, ...). A
+    // lone request computed on the gRPC thread that received it counts as gRPC's here.
+    const bool grpc =
+        comm.rfind("cs-grpc-", 0) == 0 || (comm != process_name && comm.rfind("cs-", 0) != 0);
     (grpc ? cpu.grpc : cpu.other) += seconds;
   }
   return cpu;
@@ -1217,7 +1218,9 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
   out << "\n## Where the CPU goes at concurrency " << kThroughputConcurrency << " (FP32)\n\n"
       << "CPU time over the measured phase, in cores (CPU seconds per second), and per request. "
          "Client = this process (getrusage: the load generator and its gRPC threads); server = "
-         "the child (/proc/PID/task/*/stat), of which gRPC = threads named by gRPC; other = the "
+         "the child (/proc/PID/task/*/stat), of which gRPC = its completion-queue threads "
+         "(cs-grpc-N, which also compute lone requests inline) and the threads gRPC names itself; "
+         "other = the "
          "rest of the machine (/proc/stat busy minus both), i.e. other users of this shared "
          "machine. The engine column is the server's own compute_infer time per image "
          "(ModelStatistics). client+server us/img = (client + server us/req) / images per "

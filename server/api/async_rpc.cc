@@ -40,7 +40,7 @@ void AsyncRpc::Run() {
   struct Event {
     Tag* tag;
     bool ok;
-    bool starts_call;
+    const void* method;  // of the call it starts, or null
   };
   // Bounded, so that one thread does not hoard a flood while another is idle.
   constexpr size_t kMaxTaken = 64;
@@ -48,24 +48,27 @@ void AsyncRpc::Run() {
   ready.reserve(kMaxTaken);
   void* tag = nullptr;
   bool ok = false;
+  // Asked when taken: an earlier event's Proceed may end another call, never this event's.
+  auto take = [&] {
+    auto* event = static_cast<Tag*>(tag);
+    ready.push_back({event, ok, ok ? event->StartsCallOf() : nullptr});
+  };
   while (queue_->Next(&tag, &ok)) {
     ready.clear();
-    auto* first = static_cast<Tag*>(tag);
-    ready.push_back({first, ok, ok && first->StartsCall()});
+    take();
     // Only a new call needs to know what follows it (each look is a system call).
-    while (ready.front().starts_call && ready.size() < kMaxTaken &&
+    while (ready.front().method != nullptr && ready.size() < kMaxTaken &&
            queue_->AsyncNext(&tag, &ok, gpr_time_0(GPR_CLOCK_MONOTONIC)) ==
                grpc::CompletionQueue::GOT_EVENT) {
-      auto* event = static_cast<Tag*>(tag);
-      // Asked now: an earlier event's Proceed may end another call, never this event's.
-      ready.push_back({event, ok, ok && event->StartsCall()});
+      take();
     }
-    int calls = 0;
-    for (const Event& event : ready) calls += event.starts_call ? 1 : 0;
-    for (const Event& event : ready) {
-      if (event.starts_call) --calls;
-      calls_ready_behind = calls;
-      event.tag->Proceed(event.ok);
+    for (size_t i = 0; i < ready.size(); ++i) {
+      int behind = 0;
+      if (ready[i].method != nullptr) {
+        for (size_t j = i + 1; j < ready.size(); ++j) behind += ready[j].method == ready[i].method;
+      }
+      calls_ready_behind = behind;
+      ready[i].tag->Proceed(ready[i].ok);
     }
     calls_ready_behind = 0;
   }

@@ -39,8 +39,9 @@ namespace convserve::api {
 class Tag {
  public:
   virtual void Proceed(bool ok) = 0;
-  // True when this event is a new call arriving (not the end of an operation of a running one).
-  virtual bool StartsCall() const { return false; }
+  // When this event is a new call arriving: its method (an identity to compare); else null (the
+  // end of an operation of a running call).
+  virtual const void* StartsCallOf() const { return nullptr; }
 
  protected:
   ~Tag() = default;
@@ -107,10 +108,10 @@ class AsyncRpc {
 
   grpc::ServerCompletionQueue* queue() { return queue_.get(); }
 
-  // In a handler: how many more calls arrived together with this one and wait, ready, right
-  // behind it on this thread. A thread takes every event that is ready before it acts on the first,
-  // so a handler can tell a lone request (compute it now, on this thread) from a burst (queue them
-  // all, so that they form a batch).
+  // In a handler: how many more calls of the same method arrived together with this one and
+  // wait, ready, right behind it on this thread. A thread takes every event that is ready before it
+  // acts on the first, so a handler can tell a lone request (compute it now, on this thread) from a
+  // burst (queue them all, so that they form a batch).
   static int CallsReadyBehind();
 
   // Calls alive (waiting for a request, running or finishing): for Stop, and for tags of one's
@@ -156,7 +157,7 @@ class UnaryMethod final : public AsyncRpc::Method {
 
     void Start() { method_->request_(&context_, &request_, &writer_, this); }
 
-    bool StartsCall() const override { return !finishing_; }
+    const void* StartsCallOf() const override { return finishing_ ? nullptr : method_; }
 
     void Proceed(bool ok) override {
       if (finishing_ || !ok) {  // reply sent (or not: client gone), or the server stopped

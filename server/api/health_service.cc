@@ -65,6 +65,9 @@ class HealthService::Watch {
       next->Request();
     }
     Send(health_->StatusOf(request_.service()));
+    // With several threads the done event (a client that cancelled at once) may have been
+    // handled already, before this one: then nothing else would delete this call.
+    MaybeDelete();
   }
 
   void OnWritten(bool ok) {

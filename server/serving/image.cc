@@ -4,6 +4,7 @@
 #include <csetjmp>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <string>
 
 #include <jpeglib.h>
@@ -133,6 +134,9 @@ int64_t EncodedImagePixels(std::string_view bytes) {
   auto be32 = [&](size_t at) { return be16(at) << 16 | be16(at + 2); };
   // PNG: the signature (8 bytes), then the IHDR chunk: length (4), "IHDR", width (4), height (4).
   if (size >= 24 && data[0] == 0x89 && std::memcmp(data + 12, "IHDR", 4) == 0) {
+    // PNG allows at most 2^31 - 1 per side; beyond that the product could overflow.
+    constexpr int64_t kMaxSide = 0x7fffffff;
+    if (be32(16) > kMaxSide || be32(20) > kMaxSide) return std::numeric_limits<int64_t>::max();
     return be32(16) * be32(20);
   }
   // JPEG: segments after SOI; a start-of-frame marker (C0-CF except C4 DHT, C8 JPG, CC DAC)

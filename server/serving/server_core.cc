@@ -134,6 +134,8 @@ ServerCore::~ServerCore() {
   }
   control_cv_.notify_all();
   if (control_thread_.joinable()) control_thread_.join();
+  for (ControlJob& job : control_jobs_) job.done(ShuttingDown());  // queued behind the last one
+  control_jobs_.clear();
   repository_.reset();  // drops the handles: schedulers go to the reaper
   reaper_.reset();      // finishes what is queued, joins
 }
@@ -150,10 +152,10 @@ void ServerCore::ControlLoop() {
       control_cv_.wait(lock, [&] { return control_stop_ || !control_jobs_.empty(); });
     }
     if (control_stop_) break;
-    std::vector<std::function<void()>> jobs;
+    std::vector<ControlJob> jobs;
     jobs.swap(control_jobs_);
     lock.unlock();
-    for (auto& job : jobs) job();
+    for (auto& job : jobs) job.done(job.run());
     if (options_.control_mode == ModelControlMode::kPoll &&
         std::chrono::steady_clock::now() >= next_poll) {
       repository_->Poll();
@@ -164,10 +166,11 @@ void ServerCore::ControlLoop() {
   }
 }
 
-void ServerCore::PostControl(std::function<void()> job) {
+void ServerCore::PostControl(std::function<absl::Status()> job,
+                             std::function<void(absl::Status)> done) {
   {
     std::lock_guard<std::mutex> lock(control_mutex_);
-    control_jobs_.push_back(std::move(job));
+    control_jobs_.push_back({std::move(job), std::move(done)});
   }
   control_cv_.notify_all();
 }
@@ -257,7 +260,7 @@ void ServerCore::LoadAsync(const std::string& name, std::function<void(absl::Sta
         "explicit model load and unload need --model-control-mode=explicit"));
     return;
   }
-  PostControl([this, name, done = std::move(done)] { done(repository_->Load(name)); });
+  PostControl([this, name] { return repository_->Load(name); }, std::move(done));
 }
 
 void ServerCore::UnloadAsync(const std::string& name, std::function<void(absl::Status)> done) {
@@ -266,7 +269,7 @@ void ServerCore::UnloadAsync(const std::string& name, std::function<void(absl::S
         "explicit model load and unload need --model-control-mode=explicit"));
     return;
   }
-  PostControl([this, name, done = std::move(done)] { done(repository_->Unload(name)); });
+  PostControl([this, name] { return repository_->Unload(name); }, std::move(done));
 }
 
 void ServerCore::PollNow() { repository_->Poll(); }

@@ -101,7 +101,9 @@ class ServerCore {
  private:
   explicit ServerCore(ServerCoreOptions options);
   void ControlLoop();
-  void PostControl(std::function<void()> job);
+  // Runs `job` on the control thread; `done` gets its status. A job still queued when the core is
+  // destroyed is not run: `done` gets UNAVAILABLE (every caller gets an answer).
+  void PostControl(std::function<absl::Status()> job, std::function<void(absl::Status)> done);
 
   const ServerCoreOptions options_;
   ThreadBudget budget_;
@@ -120,7 +122,11 @@ class ServerCore {
 
   std::mutex control_mutex_;
   std::condition_variable control_cv_;
-  std::vector<std::function<void()>> control_jobs_;
+  struct ControlJob {
+    std::function<absl::Status()> run;
+    std::function<void(absl::Status)> done;
+  };
+  std::vector<ControlJob> control_jobs_;
   bool control_stop_ = false;
   std::thread control_thread_;
 };

@@ -4,6 +4,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <string>
 
@@ -55,6 +56,9 @@ TEST(EncodedImagePixels, UnknownWhenTheHeaderDoesNotSay) {
     bomb[at + 3] = static_cast<char>(0x70);
   }
   EXPECT_EQ(serving::EncodedImagePixels(bomb), int64_t{70000} * 70000);
+  // Sides past PNG's 2^31 - 1 would overflow the product: the largest count instead.
+  for (int at = 16; at < 24; ++at) bomb[at] = static_cast<char>(0xFF);
+  EXPECT_EQ(serving::EncodedImagePixels(bomb), std::numeric_limits<int64_t>::max());
 }
 
 }  // namespace

@@ -306,6 +306,53 @@ TEST_F(ServerExtraTest, HealthWatchStreamsTheStatusAndEndsAtShutdown) {
   EXPECT_LT(Steady::now() - begun, std::chrono::seconds(2));
 }
 
+// With two gRPC threads, events of one call may be handled on both at once. Concurrent requests
+// each get their own answer, and Watch calls that clients cancel at once all end (a call object
+// left behind would keep Shutdown waiting for it forever).
+TEST_F(ServerExtraTest, TwoGrpcThreadsAnswerEveryCallAndShutDown) {
+  api::ServerOptions options;
+  options.metrics_port = 0;
+  options.grpc_threads = 2;
+  StartServer(options);
+  std::vector<std::future<std::pair<grpc::Status, inference::ModelInferResponse>>> answers;
+  for (int i = 0; i < 16; ++i) {
+    answers.push_back(std::async(std::launch::async, [this, i] {
+      inference::ModelInferResponse response;
+      grpc::Status status = Infer(Request("tiny", i % 10), &response);
+      return std::make_pair(status, response);
+    }));
+  }
+  for (int i = 0; i < 16; ++i) {
+    auto [status, response] = answers[i].get();
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.raw_output_contents_size(), 1);
+    ASSERT_EQ(response.raw_output_contents(0).size(), 10 * sizeof(float));
+    const std::vector<float> pixels = PatternFloats(i % 10);
+    const auto expected = LinearLogits(pixels.data(), 0.0f);
+    for (int k = 0; k < 10; ++k) {
+      float value;
+      std::memcpy(&value, response.raw_output_contents(0).data() + k * sizeof(float),
+                  sizeof(float));
+      EXPECT_NEAR(value, expected[k], 1e-4) << "request " << i << " class " << k;
+    }
+  }
+  auto stub = grpc::health::v1::Health::NewStub(channel_);
+  grpc::health::v1::HealthCheckRequest request;
+  for (int i = 0; i < 300; ++i) {
+    grpc::ClientContext context;
+    auto stream = stub->Watch(&context, request);
+    context.TryCancel();
+    grpc::health::v1::HealthCheckResponse response;
+    while (stream->Read(&response)) {
+    }
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  EXPECT_EQ(HealthStatus(channel_), 1);
+  auto shutdown = std::async(std::launch::async, [this] { return server_->Shutdown(); });
+  ASSERT_EQ(shutdown.wait_for(kWait), std::future_status::ready) << "shutdown hangs";
+  EXPECT_TRUE(shutdown.get());
+}
+
 TEST_F(ServerExtraTest, RefusalsHeldAtShutdownAreAnsweredUnavailableWhenReleased) {
   api::ServerOptions options;
   options.metrics_port = 0;
