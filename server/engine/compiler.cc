@@ -263,6 +263,8 @@ class PlanImpl final : public Plan {
  public:
   int64_t batch_size() const override { return batch_size_; }
   int num_threads() const override { return num_threads_; }
+  size_t arena_bytes() const override { return arena_bytes_; }
+  size_t scratchpad_bytes() const override { return scratchpad_bytes_; }
   std::unique_ptr<Workspace> CreateWorkspace() const override {
     return std::make_unique<WorkspaceImpl>(*this, nullptr);
   }

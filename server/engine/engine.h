@@ -82,6 +82,10 @@ class Plan {
   virtual ~Plan() = default;
   virtual int64_t batch_size() const = 0;
   virtual int num_threads() const = 0;  // the OpenMP threads its primitives were created for
+  // What a workspace of it needs: the activation arena (every intermediate tensor, laid out
+  // once) and the scratchpad (the largest any of its primitives asks for).
+  virtual size_t arena_bytes() const = 0;
+  virtual size_t scratchpad_bytes() const = 0;
   virtual std::unique_ptr<Workspace> CreateWorkspace() const = 0;
   // A workspace whose arena and scratchpad are `shared`'s (see WorkspaceMemory).
   virtual std::unique_ptr<Workspace> CreateWorkspace(WorkspaceMemory& shared) const = 0;

@@ -12,6 +12,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <set>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -264,16 +265,21 @@ ConvCase DrawConvCase(std::mt19937& rng) {
   }
 }
 
-// Builds the one-Conv graph of `c`, runs it on the engine and compares with the reference.
-::testing::AssertionResult CheckConvCase(const ConvCase& c, std::mt19937& rng,
-                                         PathTally* tally = nullptr) {
-  const RefTensor x = RandomTensor(rng, {c.batch, c.channels, c.height, c.width});
+// The one-Conv graph of `c` with random weights, a random input and the reference's output.
+struct ConvProblem {
+  Graph graph;
+  RefTensor x, expected;
+};
+
+ConvProblem MakeConvProblem(const ConvCase& c, std::mt19937& rng) {
+  ConvProblem problem;
+  problem.x = RandomTensor(rng, {c.batch, c.channels, c.height, c.width});
   const RefTensor w =
       RandomTensor(rng, {c.out_channels, c.channels / c.params.group, c.kernel_h, c.kernel_w});
   const std::vector<float> bias = c.bias ? RandomVector(rng, c.out_channels) : std::vector<float>{};
-  const RefTensor expected = reference::Conv2d(x, w, bias, c.params);
+  problem.expected = reference::Conv2d(problem.x, w, bias, c.params);
 
-  Graph graph;
+  Graph& graph = problem.graph;
   graph.name = "conv_sweep";
   graph.inputs = {
       {"x", DataType::kFloat32, {c.dynamic_batch ? -1 : c.batch, c.channels, c.height, c.width}}};
@@ -282,9 +288,16 @@ ConvCase DrawConvCase(std::mt19937& rng) {
   if (c.bias) graph.initializers["b"] = VectorTensor(bias);
   graph.nodes = {
       ConvNode("conv", "x", "w", c.bias ? "b" : "", "y", c.kernel_h, c.kernel_w, c.params)};
-  auto outputs = CreateAndRun(std::move(graph), c.batch, {x}, tally);
+  return problem;
+}
+
+// Builds the one-Conv graph of `c`, runs it on the engine and compares with the reference.
+::testing::AssertionResult CheckConvCase(const ConvCase& c, std::mt19937& rng,
+                                         PathTally* tally = nullptr) {
+  ConvProblem problem = MakeConvProblem(c, rng);
+  auto outputs = CreateAndRun(std::move(problem.graph), c.batch, {problem.x}, tally);
   if (!outputs.ok()) return ::testing::AssertionFailure() << outputs.status();
-  return Near((*outputs)[0], expected);
+  return Near((*outputs)[0], problem.expected);
 }
 
 TEST(ConvSweep, MatchesReferenceOn200RandomConfigurations) {
@@ -989,6 +1002,59 @@ TEST(SmallNetwork, PlansOfEightBatchSizesRunInTurnOnOneWorkspaceMemory) {
   // The largest arena plus the largest scratchpad: at least the largest workspace, at most two.
   EXPECT_GE(memory->byte_size(), largest);
   EXPECT_LE(memory->byte_size(), 2 * largest);
+}
+
+// One WorkspaceMemory under plans whose scratchpads and arenas grow (random convolutions, run in
+// order of scratchpad size, then again from the smallest): every growth moves the buffers and
+// every workspace rebinds to them, and each result still matches the reference.
+TEST(WorkspaceMemory, GrowsUnderLargerScratchpadsAndEveryPlanStillComputesRight) {
+  std::mt19937 rng(20261207);
+  struct Case {
+    ConvCase conv;
+    ConvProblem problem;
+    std::unique_ptr<Model> model;
+    std::shared_ptr<const Plan> plan;
+  };
+  std::vector<Case> cases;
+  for (int i = 0; i < 40; ++i) {
+    Case c;
+    c.conv = DrawConvCase(rng);
+    c.conv.dynamic_batch = false;
+    c.problem = MakeConvProblem(c.conv, rng);
+    auto model = Model::Create(c.problem.graph, {});
+    ASSERT_TRUE(model.ok()) << c.conv.ToString() << ": " << model.status();
+    c.model = *std::move(model);
+    auto plan = c.model->GetPlan(c.conv.batch, 1);
+    ASSERT_TRUE(plan.ok()) << c.conv.ToString() << ": " << plan.status();
+    c.plan = *plan;
+    cases.push_back(std::move(c));
+  }
+  std::sort(cases.begin(), cases.end(), [](const Case& a, const Case& b) {
+    return a.plan->scratchpad_bytes() < b.plan->scratchpad_bytes();
+  });
+  std::set<size_t> scratchpads;
+  for (const Case& c : cases) {
+    if (c.plan->scratchpad_bytes() > 0) scratchpads.insert(c.plan->scratchpad_bytes());
+  }
+  // Otherwise the scratchpad never grows here and the test checks nothing new.
+  ASSERT_GE(scratchpads.size(), 3u);
+
+  std::unique_ptr<WorkspaceMemory> memory = CreateWorkspaceMemory();
+  std::vector<std::unique_ptr<Workspace>> workspaces;
+  for (const Case& c : cases) workspaces.push_back(c.plan->CreateWorkspace(*memory));
+  size_t largest_arena = 0;
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < cases.size(); ++i) {
+      const Case& c = cases[i];
+      largest_arena = std::max(largest_arena, c.plan->arena_bytes());
+      auto outputs = RunPlan(*c.plan, *workspaces[i], {c.problem.x});
+      ASSERT_TRUE(outputs.ok()) << c.conv.ToString() << ": " << outputs.status();
+      EXPECT_TRUE(Near((*outputs)[0], c.problem.expected))
+          << "round " << round << ", scratchpad " << c.plan->scratchpad_bytes()
+          << " bytes: " << c.conv.ToString();
+    }
+  }
+  EXPECT_GE(memory->byte_size(), largest_arena + *scratchpads.rbegin());
 }
 
 // ConstantCache::Share hands out one memory per (layout, bytes): equal bytes in the same layout
