@@ -170,9 +170,13 @@ void ServerCore::PostControl(std::function<absl::Status()> job,
                              std::function<void(absl::Status)> done) {
   {
     std::lock_guard<std::mutex> lock(control_mutex_);
-    control_jobs_.push_back({std::move(job), std::move(done)});
+    if (!control_stop_) {
+      control_jobs_.push_back({std::move(job), std::move(done)});
+      control_cv_.notify_all();
+      return;
+    }
   }
-  control_cv_.notify_all();
+  done(ShuttingDown());
 }
 
 void ServerCore::Infer(const std::string& name, const std::string& version,
@@ -274,7 +278,14 @@ void ServerCore::UnloadAsync(const std::string& name, std::function<void(absl::S
 
 void ServerCore::PollNow() { repository_->Poll(); }
 
-void ServerCore::BeginShutdown() { shutting_down_.store(true); }
+void ServerCore::BeginShutdown() {
+  shutting_down_.store(true);
+  {
+    std::lock_guard<std::mutex> lock(control_mutex_);
+    control_stop_ = true;
+  }
+  control_cv_.notify_all();
+}
 
 void ServerCore::HoldRefusals() {
   std::lock_guard<std::mutex> lock(held_mutex_);

@@ -76,8 +76,9 @@ class ServerCore {
   // Rescans the repository now (what poll mode does every repository_poll_secs).
   void PollNow();
 
-  // Shutdown: new requests fail with UNAVAILABLE; returns true when every in-flight request
-  // finished before `deadline`.
+  // Shutdown: new requests fail with UNAVAILABLE, and so do model loads and unloads not yet
+  // started (the one running finishes; polling stops). WaitForInFlight returns true when every
+  // in-flight request finished before `deadline`.
   void BeginShutdown();
   bool shutting_down() const { return shutting_down_.load(); }
   bool WaitForInFlight(std::chrono::steady_clock::time_point deadline);
@@ -101,8 +102,8 @@ class ServerCore {
  private:
   explicit ServerCore(ServerCoreOptions options);
   void ControlLoop();
-  // Runs `job` on the control thread; `done` gets its status. A job still queued when the core is
-  // destroyed is not run: `done` gets UNAVAILABLE (every caller gets an answer).
+  // Runs `job` on the control thread; `done` gets its status. Once shutdown began, jobs still
+  // queued and new ones are not run: `done` gets UNAVAILABLE (every caller gets an answer).
   void PostControl(std::function<absl::Status()> job, std::function<void(absl::Status)> done);
 
   const ServerCoreOptions options_;

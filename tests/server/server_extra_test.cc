@@ -561,9 +561,18 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
   EXPECT_GE(queue_ns[0], kDelayNs * 9 / 10);  // the first wait is taken
   EXPECT_GE(queue_ns[1], kDelayNs * 9 / 10);  // and a second one
   for (int i = 2; i < 5; ++i) EXPECT_LT(queue_ns[i], kDelayNs / 2) << "request " << i;
-  // The two waits ran on the worker; the rest inline.
-  EXPECT_EQ(inline_after, (std::vector<uint64_t>{0, 0, 1, 2, 3}));
-  EXPECT_EQ(Stats("slowbatch").execution_count(), 5u);
+  // The two waits ran on the worker; the rest inline, unless the measured batch-1 time (smoothed
+  // over about four executions) went over kInlineMaxInferUs: a busy machine that preempts one
+  // execution for milliseconds keeps a few requests off the inline path. Then more requests
+  // bring the estimate back down and run inline again.
+  EXPECT_EQ(inline_after[1], 0u);  // hence [0] too
+  uint64_t inlined = inline_after[4];
+  for (int i = 5; i < 40 && inlined == 0; ++i) {
+    inference::ModelInferResponse response;
+    ASSERT_TRUE(Infer(Request("slowbatch", i % 10), &response).ok());
+    inlined = scheduler->inline_count();
+  }
+  EXPECT_GT(inlined, 0u);
 }
 
 // Under load the batcher does not wait: a request that queued up while the worker computed runs
@@ -749,6 +758,43 @@ TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
   uint64_t executed = 0;
   for (const auto& b : stats.batch_stats()) executed += b.compute_infer().count();
   EXPECT_EQ(executed, 1u);
+}
+
+// Once shutdown began, explicit load/unload requests queued behind a running one, and new ones,
+// are answered UNAVAILABLE, not run and not dropped (a dropped answer would keep the server's
+// shutdown waiting for its gRPC call forever); the running one finishes.
+TEST_F(ServerExtraTest, ControlRequestsAfterShutdownBeganAreAnsweredUnavailable) {
+  serving::ServerCoreOptions options;
+  options.model_repository = root_;
+  options.control_mode = serving::ModelControlMode::kExplicit;
+  auto created = serving::ServerCore::Create(options);
+  ASSERT_TRUE(created.ok()) << created.status();
+  std::unique_ptr<serving::ServerCore> core = *std::move(created);
+
+  // The first load's answer holds the control thread until the test releases it.
+  std::promise<void> entered, release;
+  std::promise<absl::Status> first;
+  core->LoadAsync("tiny", [&](absl::Status status) {
+    entered.set_value();
+    release.get_future().wait();
+    first.set_value(status);
+  });
+  entered.get_future().wait();
+  std::vector<std::promise<absl::Status>> answers(3);
+  core->LoadAsync("queued", [&](absl::Status s) { answers[0].set_value(s); });
+  core->UnloadAsync("tiny", [&](absl::Status s) { answers[1].set_value(s); });
+  core->BeginShutdown();
+  core->LoadAsync("derived", [&](absl::Status s) { answers[2].set_value(s); });  // after
+  release.set_value();
+  EXPECT_TRUE(first.get_future().get().ok());
+  core.reset();
+  for (auto& answer : answers) {
+    auto future = answer.get_future();
+    ASSERT_EQ(future.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+    const absl::Status status = future.get();
+    EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
+    EXPECT_THAT(std::string(status.message()), HasSubstr("shutting down"));
+  }
 }
 
 TEST_F(ServerExtraTest, PollModeServesANewVersionWithoutFailures) {
