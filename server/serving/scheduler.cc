@@ -383,7 +383,9 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
   absl::Status rejected;
   int64_t depth = 0;
   bool run_inline = false;
-  const bool may_run_inline = !pending.request->followed && ImagesFitInline(*pending.request);
+  std::vector<Pending> group;
+  pending.images_fit_inline = ImagesFitInline(*pending.request);
+  const bool may_run_inline = !pending.request->followed && pending.images_fit_inline;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) {
@@ -393,6 +395,8 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
       rejected = absl::ResourceExhaustedError(absl::StrCat(
           "queue of model '", model_->name, "' is full (", max_queue_size_, " requests waiting)"));
     } else if (may_run_inline && pending.request->deadline > Clock::now() && ClaimInline()) {
+      run_inline = true;
+    } else if (may_run_inline && ClaimGroup(pending, group)) {
       run_inline = true;
     } else {
       // Another request is waiting, being batched or running inline, or follows right behind:
@@ -409,7 +413,8 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
     return;
   }
   if (run_inline) {
-    RunInline(std::move(pending));
+    if (group.empty()) group.push_back(std::move(pending));
+    RunInline(std::move(group));
     return;
   }
   if (options_.metrics) {
@@ -475,13 +480,48 @@ bool Scheduler::ClaimInline() {
   return true;
 }
 
-void Scheduler::RunInline(Pending pending) {
+bool Scheduler::ClaimGroup(Pending& last, std::vector<Pending>& group) {
+  if (queue_.empty() || inline_busy_ || forming_ || executing_ >= num_workers()) return false;
+  const Clock::time_point now = Clock::now();
+  if (last.request->deadline <= now) return false;
+  // The batch's measured execution time, or batch 1's times the batch while unmeasured.
+  const auto estimate_ns = [&](int64_t batch) -> int64_t {
+    if (batch < 1 || static_cast<size_t>(batch) >= infer_ns_by_batch_.size()) return -1;
+    const int64_t measured = infer_ns_by_batch_[static_cast<size_t>(batch)].load();
+    if (measured > 0) return measured;
+    const int64_t single = infer_ns_by_batch_[1].load();
+    return single > 0 ? single * batch : -1;
+  };
+  std::vector<size_t> taken;
+  int64_t images = last.batch;
+  for (size_t i = 0; i < queue_.size(); ++i) {
+    const Pending& p = queue_[i];
+    if (p.request->deadline <= now || !p.images_fit_inline) continue;
+    if (images + p.batch > std::max<int64_t>(max_batch_size_, 1)) break;
+    const int64_t ns = estimate_ns(images + p.batch);
+    if (ns < 0 || ns > kGroupMaxInferUs * 1000) break;
+    images += p.batch;
+    taken.push_back(i);
+  }
+  if (taken.empty()) return false;
+  if (options_.budget != nullptr && !options_.budget->TryAcquire(threads_per_worker_)) {
+    return false;
+  }
+  for (size_t i : taken) group.push_back(std::move(queue_[i]));
+  for (auto it = taken.rbegin(); it != taken.rend(); ++it) {
+    queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(*it));
+  }
+  group.push_back(std::move(last));
+  inline_busy_ = true;
+  ++executing_;
+  return true;
+}
+
+void Scheduler::RunInline(std::vector<Pending> batch) {
   inline_count_.fetch_add(1, std::memory_order_relaxed);
   // The submitting thread's floating-point mode is its own: restore it afterwards.
   const unsigned int mxcsr = _mm_getcsr();
   FlushDenormals();
-  std::vector<Pending> batch;
-  batch.push_back(std::move(pending));
   std::vector<Answer> answers = Execute(*inline_worker_, std::move(batch), /*threads_held=*/true);
   _mm_setcsr(mxcsr);
   bool wake;
