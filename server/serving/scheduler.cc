@@ -398,6 +398,7 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
       run_inline = true;
     } else if (may_run_inline && ClaimGroup(pending, group)) {
       run_inline = true;
+      depth = static_cast<int64_t>(queue_.size());
     } else {
       // Another request is waiting, being batched or running inline, or follows right behind:
       // requests overlap, so waiting for more of them can fill a batch (see NextBatch).
@@ -413,7 +414,11 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
     return;
   }
   if (run_inline) {
-    if (group.empty()) group.push_back(std::move(pending));
+    if (group.empty()) {
+      group.push_back(std::move(pending));
+    } else if (options_.metrics) {  // the group left the queue
+      options_.metrics->QueueDepthChanged(model_->name, model_->version_string(), depth);
+    }
     RunInline(std::move(group));
     return;
   }
