@@ -259,7 +259,7 @@ void LogStartupSummary(const ServerOptions& options, Server& server) {
   }
   auto& core = server.core();
   spdlog::info(
-      "convserve 0.1.0: gRPC {}:{} ({}, gRPC threads {}), metrics {}, oneDNN {}.{}.{} ISA {}, "
+      "convserve 0.1.0: gRPC {}:{} ({}), gRPC threads {}, metrics {}, oneDNN {}.{}.{} ISA {}, "
       "compute threads {}, model control {}, repository {}",
       options.grpc_address, server.grpc_port(), TransportSecurity(options), options.grpc_threads,
       server.metrics_port() ? std::to_string(server.metrics_port()) : "off", dnnl_version()->major,
