@@ -28,8 +28,8 @@
 //   batch and runs it on its own thread too (ClaimGroup), when that batch's measured execution
 //   is under kGroupMaxInferUs. The worker is notified of every queued request all the same, so
 //   nothing waits on the group's last request; it usually wakes too late to find any. Measured
-//   on bench/SERVER.md's machine with 8 clients: fashion-mlp 10-14k -> 27-33k images/s,
-//   fashion-sep 5.6-6.7k -> 8.4-9.9k images/s (interleaved runs).
+//   on bench/SERVER.md's machine with 8 clients (interleaved runs, medians of 2 rounds):
+//   fashion-mlp 10.3-11.6k -> 27.4-29.8k images/s, fashion-sep 5.4-5.8k -> 8.2-9.4k.
 // - A worker that has more requests queued when a batch finishes leaves the answers (building
 //   and sending the responses) to the scheduler's responder thread and goes on computing; with
 //   nothing queued, or while the responder has not taken the previous hand-over yet, it
