@@ -15,6 +15,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <fstream>
 #include <future>
@@ -43,6 +44,17 @@ constexpr auto kWait = std::chrono::seconds(30);  // upper bound of every poll b
 void WriteText(const std::filesystem::path& path, const std::string& text) {
   std::filesystem::create_directories(path.parent_path());
   std::ofstream(path, std::ios::binary) << text;
+}
+
+// config.pbtxt of a linear test model (one instance), plus `extra` lines.
+std::string LinearModelConfig(const std::string& name, int max_batch_size,
+                              const std::string& extra = "") {
+  return absl::StrCat("name: \"", name, "\"\nmax_batch_size: ", max_batch_size, R"(
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+instance_group [ { count: 1 kind: KIND_CPU } ]
+)",
+                      extra);
 }
 
 std::string PatternBytes(int label) {
@@ -195,14 +207,17 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 
   // Submits a request straight to the core (Submit queues it before this returns); the result
   // arrives through the future.
+  // `label`: the pattern image sent; `hold`: when valid, the answer callback sets `entered` (if
+  // given) and waits for `hold` (blocking whichever thread delivers the answer).
   std::future<absl::StatusOr<serving::InferResponse>> CoreInfer(
       const std::string& model, Steady::time_point deadline = Steady::time_point::max(),
-      bool followed = false) {
+      bool followed = false, int label = 2, std::shared_future<void> hold = {},
+      std::shared_ptr<std::promise<void>> entered = nullptr) {
     auto request = std::make_unique<serving::InferRequest>();
     request->id = "core";
     request->deadline = deadline;
     request->followed = followed;
-    request->owned_buffers.push_back(PatternBytes(2));
+    request->owned_buffers.push_back(PatternBytes(label));
     serving::InputTensor input;
     input.name = "input";
     input.datatype = "FP32";
@@ -212,10 +227,46 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
     auto promise = std::make_shared<std::promise<absl::StatusOr<serving::InferResponse>>>();
     auto future = promise->get_future();
     server_->core().Infer(model, "", std::move(request),
-                          [promise](absl::StatusOr<serving::InferResponse> result) {
+                          [promise, hold, entered](absl::StatusOr<serving::InferResponse> result) {
+                            if (entered) entered->set_value();
+                            if (hold.valid()) hold.wait();
                             promise->set_value(std::move(result));
                           });
     return future;
+  }
+
+  // Sends lone requests to `model` until five in a row ran inline (at most 200): its measured
+  // batch-1 time is then a recent, unpreempted one. A busy machine that preempts an execution
+  // for milliseconds keeps requests off the inline path until the estimate comes down again.
+  void WarmUntilInline(const std::string& model, serving::Scheduler& scheduler) {
+    int in_a_row = 0;
+    for (int i = 0; i < 200 && in_a_row < 5; ++i) {
+      const uint64_t before = scheduler.inline_count();
+      EXPECT_TRUE(
+          HoldsLogitsOf(CoreInfer(model, Steady::time_point::max(), false, i % 10).get(), i % 10));
+      in_a_row = scheduler.inline_count() > before ? in_a_row + 1 : 0;
+    }
+    ASSERT_EQ(in_a_row, 5) << "model '" << model << "' never ran inline five times in a row";
+  }
+
+  // Whether `result` holds the linear test model's logits (bias 0) for PatternFloats(label).
+  static ::testing::AssertionResult HoldsLogitsOf(
+      const absl::StatusOr<serving::InferResponse>& result, int label) {
+    if (!result.ok()) return ::testing::AssertionFailure() << result.status();
+    if (result->outputs.size() != 1 || result->outputs[0].data.size() != 10 * sizeof(float)) {
+      return ::testing::AssertionFailure() << "not one output of 10 floats";
+    }
+    const std::vector<float> pixels = PatternFloats(label);
+    const auto expected = LinearLogits(pixels.data(), 0.0f);
+    for (int k = 0; k < 10; ++k) {
+      float value;
+      std::memcpy(&value, result->outputs[0].data.data() + k * sizeof(float), sizeof(float));
+      if (std::abs(value - expected[k]) > 1e-4f) {
+        return ::testing::AssertionFailure()
+               << "class " << k << ": " << value << " instead of " << expected[k];
+      }
+    }
+    return ::testing::AssertionSuccess();
   }
 
   std::shared_ptr<serving::Scheduler> SchedulerOf(const std::string& model) {
@@ -640,42 +691,68 @@ TEST_F(ServerExtraTest, RequestArrivingWithOthersIsQueuedNotRunInline) {
   StartServer(options);
   auto scheduler = SchedulerOf("queued");
   ASSERT_NE(scheduler, nullptr);
-  for (int i = 0; i < 3; ++i) {  // as above: the third runs inline
-    inference::ModelInferResponse response;
-    ASSERT_TRUE(Infer(Request("queued", i), &response).ok());
-  }
-  ASSERT_EQ(scheduler->inline_count(), 1u);
+  WarmUntilInline("queued", *scheduler);
+  const uint64_t inline_before = scheduler->inline_count();
+  const uint64_t executions_before = Stats("queued").execution_count();
   auto followed = CoreInfer("queued", Steady::time_point::max(), /*followed=*/true);
-  auto result = followed.get();
-  ASSERT_TRUE(result.ok()) << result.status();
-  ASSERT_EQ(result->outputs.size(), 1u);
-  const std::vector<float> pixels = PatternFloats(2);
-  const auto expected = LinearLogits(pixels.data(), 0.0f);
-  ASSERT_EQ(result->outputs[0].data.size(), 10 * sizeof(float));
-  for (int k = 0; k < 10; ++k) {
-    float value;
-    std::memcpy(&value, result->outputs[0].data.data() + k * sizeof(float), sizeof(float));
-    EXPECT_NEAR(value, expected[k], 1e-4) << "class " << k;
-  }
-  EXPECT_EQ(scheduler->inline_count(), 1u);
-  EXPECT_EQ(Stats("queued").execution_count(), 4u);
+  EXPECT_TRUE(HoldsLogitsOf(followed.get(), 2));
+  EXPECT_EQ(scheduler->inline_count(), inline_before);
+  EXPECT_EQ(Stats("queued").execution_count(), executions_before + 1);
   // And the next lone request runs inline again.
   inference::ModelInferResponse response;
   ASSERT_TRUE(Infer(Request("queued", 3), &response).ok());
-  EXPECT_EQ(scheduler->inline_count(), 2u);
+  EXPECT_EQ(scheduler->inline_count(), inline_before + 1);
+}
+
+// Requests that arrived together run as one batch on the thread of the last of them
+// (ClaimGroup). Deterministic: the worker is held inside an answer callback, so it cannot take the
+// queued requests; the group then runs on the test thread, as one execution of batch 3.
+TEST_F(ServerExtraTest, RequestsThatArrivedTogetherRunAsOneBatchOnTheLastOnesThread) {
+  auto scheduler = StartServerWithModel("group", LinearModelConfig("group", 8), 0.0f);
+  ASSERT_NE(scheduler, nullptr);
+  WarmUntilInline("group", *scheduler);  // measures batch 1 (the group's estimate is 3 of it)
+  const uint64_t inline_before = scheduler->inline_count();
+  const uint64_t executions_before = Stats("group").execution_count();
+
+  std::promise<void> release;
+  std::shared_future<void> held = release.get_future().share();
+  // Queued (it follows others), taken by the worker, which then waits in its answer callback.
+  auto entered = std::make_shared<std::promise<void>>();
+  auto in_callback = entered->get_future();
+  auto blocker = CoreInfer("group", Steady::time_point::max(), /*followed=*/true, 7, held, entered);
+  // The worker answers after it gave the instance back: from here it holds nothing but itself.
+  ASSERT_EQ(in_callback.wait_for(kWait), std::future_status::ready);
+  auto first = CoreInfer("group", Steady::time_point::max(), /*followed=*/true, 4);
+  auto second = CoreInfer("group", Steady::time_point::max(), /*followed=*/true, 5);
+  ASSERT_EQ(scheduler->queue_depth(), 2);
+  auto last = CoreInfer("group", Steady::time_point::max(), /*followed=*/false, 6);
+  // All three ran before CoreInfer returned: on this thread, as one batch.
+  ASSERT_EQ(last.wait_for(std::chrono::seconds(0)), std::future_status::ready);
+  EXPECT_TRUE(HoldsLogitsOf(first.get(), 4));
+  EXPECT_TRUE(HoldsLogitsOf(second.get(), 5));
+  EXPECT_TRUE(HoldsLogitsOf(last.get(), 6));
+  EXPECT_EQ(scheduler->queue_depth(), 0);
+  EXPECT_EQ(scheduler->inline_count(), inline_before + 1);
+  const inference::ModelStatistics stats = Stats("group");
+  EXPECT_EQ(stats.execution_count(), executions_before + 2);
+  uint64_t batches_of_3 = 0;
+  for (const auto& b : stats.batch_stats()) {
+    if (b.batch_size() == 3) batches_of_3 = b.compute_infer().count();
+  }
+  EXPECT_EQ(batches_of_3, 1u);
+  release.set_value();
+  EXPECT_TRUE(HoldsLogitsOf(blocker.get(), 7));
 }
 
 // An image that would take long to decode is not decoded on the thread that received it: past
 // kInlineMaxImagePixels (by its header) the request goes to the worker, and is still answered.
 TEST_F(ServerExtraTest, LargeImageIsDecodedOnAWorkerNotInline) {
-  auto scheduler = StartServerWithModel("images", R"(name: "images"
-max_batch_size: 1
-input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
-output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
-instance_group [ { count: 1 kind: KIND_CPU } ]
-preprocessing { color_format: GRAY width: 28 height: 28 scale: 0.003921569 }
-)",
-                                        0.0f);
+  auto scheduler = StartServerWithModel(
+      "images",
+      LinearModelConfig("images", 1,
+                        "preprocessing { color_format: GRAY width: 28 height: 28 "
+                        "scale: 0.003921569 }\n"),
+      0.0f);
   ASSERT_NE(scheduler, nullptr);
   auto infer_png = [&](int label, int side) {
     inference::ModelInferRequest request;
