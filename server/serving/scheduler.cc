@@ -477,6 +477,10 @@ bool Scheduler::ClaimInline() {
   if (batcher_waits) return false;
   const int64_t single_ns = infer_ns_by_batch_[1].load(std::memory_order_relaxed);
   if (single_ns <= 0 || single_ns > kInlineMaxInferUs * 1000) return false;
+  return TakeInlineSlot();
+}
+
+bool Scheduler::TakeInlineSlot() {
   if (options_.budget != nullptr && !options_.budget->TryAcquire(threads_per_worker_)) {
     return false;
   }
@@ -508,17 +512,12 @@ bool Scheduler::ClaimGroup(Pending& last, std::vector<Pending>& group) {
     images += p.batch;
     taken.push_back(i);
   }
-  if (taken.empty()) return false;
-  if (options_.budget != nullptr && !options_.budget->TryAcquire(threads_per_worker_)) {
-    return false;
-  }
+  if (taken.empty() || !TakeInlineSlot()) return false;
   for (size_t i : taken) group.push_back(std::move(queue_[i]));
   for (auto it = taken.rbegin(); it != taken.rend(); ++it) {
     queue_.erase(queue_.begin() + static_cast<std::ptrdiff_t>(*it));
   }
   group.push_back(std::move(last));
-  inline_busy_ = true;
-  ++executing_;
   return true;
 }
 

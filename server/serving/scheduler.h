@@ -185,6 +185,8 @@ class Scheduler : public repository::Servable {
   // max_batch_size and kGroupMaxInferUs, skipping requests whose deadline passed or whose
   // images are large) and takes the instance and the threads. Called with mutex_ held.
   bool ClaimGroup(Pending& last, std::vector<Pending>& group);
+  // The inline execution's instance and compute threads, when free. Called with mutex_ held.
+  bool TakeInlineSlot();
   // BatchWaitBudgetNs on this model's measured infer times, with kBatchingGain.
   int64_t WaitBudgetNs(int64_t total, int64_t limit) const;
   void RecordInferTime(int64_t batch, uint64_t infer_ns);

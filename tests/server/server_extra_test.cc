@@ -186,11 +186,16 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
                                                            const std::string& config, float bias) {
     WriteText(root_ / name / "config.pbtxt", config);
     WriteLinearOnnx(root_ / name / "1" / "model.onnx", bias);
+    return StartServerFor(name);
+  }
+
+  // Starts the server (metrics off) and returns the scheduler of `model`.
+  std::shared_ptr<serving::Scheduler> StartServerFor(const std::string& model) {
     api::ServerOptions options;
     options.metrics_port = 0;
     StartServer(options);
     if (server_ == nullptr) return nullptr;
-    return SchedulerOf(name);
+    return SchedulerOf(model);
   }
 
   static inference::ModelInferRequest Request(const std::string& model, int label) {
@@ -526,10 +531,7 @@ TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
 }
 
 TEST_F(ServerExtraTest, FullQueueFailsWithResourceExhausted) {
-  api::ServerOptions options;
-  options.metrics_port = 0;
-  StartServer(options);
-  auto scheduler = SchedulerOf("queued");
+  auto scheduler = StartServerFor("queued");
   ASSERT_NE(scheduler, nullptr);
   constexpr int kRejected = 32;
 
@@ -661,10 +663,7 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
 // A request that finds the compute threads taken is queued for the worker, not run inline, and
 // still answered once they are free.
 TEST_F(ServerExtraTest, LoneRequestWithoutFreeThreadsIsQueued) {
-  api::ServerOptions options;
-  options.metrics_port = 0;
-  StartServer(options);
-  auto scheduler = SchedulerOf("queued");
+  auto scheduler = StartServerFor("queued");
   ASSERT_NE(scheduler, nullptr);
   // "queued"'s batcher never waits (max_batch_size 1): once an execution was measured (the
   // first, which pays one-time costs, is not), lone requests run inline.
@@ -686,10 +685,7 @@ TEST_F(ServerExtraTest, LoneRequestWithoutFreeThreadsIsQueued) {
 // A request that arrived together with others (the api saw them ready at once) is queued so that
 // they can form a batch, even where a lone request would run inline.
 TEST_F(ServerExtraTest, RequestArrivingWithOthersIsQueuedNotRunInline) {
-  api::ServerOptions options;
-  options.metrics_port = 0;
-  StartServer(options);
-  auto scheduler = SchedulerOf("queued");
+  auto scheduler = StartServerFor("queued");
   ASSERT_NE(scheduler, nullptr);
   WarmUntilInline("queued", *scheduler);
   const uint64_t inline_before = scheduler->inline_count();
@@ -785,10 +781,7 @@ TEST_F(ServerExtraTest, LargeImageIsDecodedOnAWorkerNotInline) {
 }
 
 TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
-  api::ServerOptions options;
-  options.metrics_port = 0;
-  StartServer(options);
-  auto scheduler = SchedulerOf("queued");
+  auto scheduler = StartServerFor("queued");
   ASSERT_NE(scheduler, nullptr);
 
   std::future<absl::StatusOr<serving::InferResponse>> running;
