@@ -648,6 +648,15 @@ TEST_F(ServerTest, HotReloadSwapsVersionsWithoutFailures) {
       if (response.model_version() == "1" && first < 50) ++v1;
     }
   });
+  // Stops and joins the client on every exit, a failed ASSERT included.
+  struct Joiner {
+    std::atomic<bool>& stop;
+    std::thread& thread;
+    ~Joiner() {
+      stop = true;
+      if (thread.joinable()) thread.join();
+    }
+  } joiner{stop, client};
   auto load = [&] {
     grpc::ClientContext c;
     inference::RepositoryModelLoadRequest q;
@@ -655,6 +664,11 @@ TEST_F(ServerTest, HotReloadSwapsVersionsWithoutFailures) {
     inference::RepositoryModelLoadResponse r;
     return stub_->RepositoryModelLoad(&c, q, &r);
   };
+  // The client must have been answered by version 1 before version 2 arrives (a CI run once
+  // loaded version 2 before the client thread had sent its first request).
+  const auto deadline0 = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (v1.load() < 3 && std::chrono::steady_clock::now() < deadline0) std::this_thread::yield();
+  ASSERT_GE(v1.load(), 3) << "version 1 never answered; failures " << failures.load();
   WriteLinearOnnx(root_ / "tiny" / "2" / "model.onnx", 100.0f);
   ASSERT_TRUE(load().ok());
   // Wait (with a deadline) until the client has seen version 2.
