@@ -8,7 +8,9 @@
 //   convserve-null-server --port 8101 --output-bytes fashion-k3=40,fashion-mlp=40
 //
 // --output-bytes gives each model's output bytes per image; a request of N images (the first
-// dimension of its first input) gets N times that. Stops on SIGTERM/SIGINT.
+// dimension of its first input) gets N times that. --spin-us S: the thread looks for the next call
+// for S microseconds before it sleeps, as convserve-server's --grpc-spin-us (default 0). Stops on
+// SIGTERM/SIGINT.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
@@ -23,6 +25,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "proto/inference.grpc.pb.h"
+#include "server/api/spin_next.h"
 
 namespace {
 
@@ -83,9 +86,11 @@ class UnaryHandler final : public Handler {
 constexpr int64_t kMaxImages = 4096;
 
 void Usage(const std::string& why) {
-  std::cerr << "convserve-null-server: " << why
-            << "\nusage: convserve-null-server --port P --output-bytes MODEL=BYTES[,MODEL=BYTES...]"
-            << std::endl;
+  std::cerr
+      << "convserve-null-server: " << why
+      << "\nusage: convserve-null-server --port P --output-bytes MODEL=BYTES[,MODEL=BYTES...] "
+         "[--spin-us S]"
+      << std::endl;
   std::exit(2);
 }
 
@@ -100,6 +105,7 @@ int main(int argc, char** argv) {
   sigaddset(&signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
   int port = 0;
+  int spin_us = 0;
   std::map<std::string, int64_t> output_bytes;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -109,6 +115,8 @@ int main(int argc, char** argv) {
       if (!absl::SimpleAtoi(value, &port) || port <= 0 || port > 65535) {
         Usage("bad --port " + value);
       }
+    } else if (arg == "--spin-us") {
+      if (!absl::SimpleAtoi(value, &spin_us) || spin_us < 0) Usage("bad --spin-us " + value);
     } else if (arg == "--output-bytes") {
       for (absl::string_view entry : absl::StrSplit(value, ',', absl::SkipEmpty())) {
         const std::pair<std::string, std::string> kv = absl::StrSplit(entry, '=');
@@ -186,7 +194,10 @@ int main(int argc, char** argv) {
   std::cerr << "convserve-null-server listening on 127.0.0.1:" << bound_port << std::endl;
   void* tag = nullptr;
   bool ok = false;
-  while (queue->Next(&tag, &ok)) static_cast<Handler*>(tag)->Proceed(ok);
+  while (convserve::api::NextEvent(
+      queue.get(), std::chrono::microseconds(spin_us), [] { return true; }, nullptr, &tag, &ok)) {
+    static_cast<Handler*>(tag)->Proceed(ok);
+  }
   watcher.join();
   return 0;
 }

@@ -61,6 +61,7 @@
 #include "absl/strings/str_split.h"
 #include "dnnl.hpp"
 #include "proto/inference.grpc.pb.h"
+#include "server/api/options.h"
 #include "server/engine/engine.h"
 #include "server/repository/model.h"
 
@@ -755,6 +756,8 @@ struct Options {
   std::string png = "tests/data/images/t10k-00000_label-9_ankle-boot.png";
   std::string png_models = "fashion-k3";
   std::string null_server;  // default: convserve-null-server beside this binary
+  // Both servers' --grpc-spin-us / --spin-us: the server's default.
+  int spin_us = convserve::api::ServerOptions{}.grpc_spin_us;
   std::string out = "bench/SERVER.md";
   std::string json;
 };
@@ -1034,7 +1037,9 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << ". Full run: " << Fixed(ctx.wall_seconds, 0)
       << " s. Raw numbers per round: `server_results.json`.\n\n"
       << "Method: one `convserve-server` child per thread count (`--grpc-address 127.0.0.1 "
-         "--grpc-port <free port> --metrics-port 0 --threads T --log-level warn`, the bundled "
+         "--grpc-port <free port> --metrics-port 0 --threads T --log-level warn --grpc-spin-us "
+      << o.spin_us
+      << "`, the bundled "
          "configs: dynamic batching, max_queue_delay "
       << delay_us
       << " us, one instance), readiness by ServerReady/ModelReady RPCs. The server's scheduler "
@@ -1061,7 +1066,9 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
          "requests at concurrency 1 and "
       << kThroughputConcurrency
       << " against `convserve-null-server` (bench/null_server.cc), a do-nothing gRPC server of "
-         "the same protocol: gRPC's asynchronous API with one completion-queue thread, answering "
+         "the same protocol: gRPC's asynchronous API with one completion-queue thread (spinning "
+      << o.spin_us
+      << " us for the next call like the server's), answering "
          "every ModelInfer at once with an output of the model's size and nothing decoded, "
          "validated, queued or computed. It is the least any server of this protocol pays per "
          "call on this machine, measured in the same rounds. Overhead = server latency - "
@@ -1340,6 +1347,11 @@ int main(int argc, char** argv) {
       ->capture_default_str();
   app.add_option("--null-server", options.null_server,
                  "Path of convserve-null-server (default: beside this binary)");
+  app.add_option("--spin-us", options.spin_us,
+                 "Microseconds the servers' gRPC threads look for the next call before they sleep "
+                 "(convserve-server --grpc-spin-us, convserve-null-server --spin-us)")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
   app.add_option("--out", options.out, "Markdown report")->capture_default_str();
   app.add_option("--json", options.json,
                  "JSON results (default: server_results.json beside --out)");
@@ -1394,8 +1406,8 @@ int main(int argc, char** argv) {
   const int null_port = FreeLoopbackPort();
   ServerProcess null_server(
       options.null_server,
-      {"--port", std::to_string(null_port), "--output-bytes",
-       absl::StrJoin(null_output_bytes, ",")},
+      {"--port", std::to_string(null_port), "--output-bytes", absl::StrJoin(null_output_bytes, ","),
+       "--spin-us", std::to_string(options.spin_us)},
       fs::temp_directory_path() / absl::StrCat("convserve-null-server-", getpid(), ".log"));
   grpc::ChannelArguments null_channel_args;
   null_channel_args.SetMaxReceiveMessageSize(-1);
@@ -1411,11 +1423,12 @@ int main(int argc, char** argv) {
         fs::temp_directory_path() / absl::StrCat("convserve-server-bench-", getpid(), ".log");
     std::cerr << "threads " << threads << ": starting " << options.server
               << " on 127.0.0.1:" << port << " (log " << log.string() << ")" << std::endl;
-    ServerProcess server(options.server,
-                         {"--grpc-address", "127.0.0.1", "--grpc-port", std::to_string(port),
-                          "--metrics-port", "0", "--threads", std::to_string(threads),
-                          "--model-repository", options.repository, "--log-level", "warn"},
-                         log);
+    ServerProcess server(
+        options.server,
+        {"--grpc-address", "127.0.0.1", "--grpc-port", std::to_string(port), "--metrics-port", "0",
+         "--threads", std::to_string(threads), "--model-repository", options.repository,
+         "--log-level", "warn", "--grpc-spin-us", std::to_string(options.spin_us)},
+        log);
     grpc::ChannelArguments channel_args;
     channel_args.SetMaxReceiveMessageSize(-1);
     auto channel = grpc::CreateCustomChannel(absl::StrCat("127.0.0.1:", port),

@@ -9,7 +9,10 @@
 
 namespace convserve::api {
 
-AsyncRpc::AsyncRpc(int threads) : num_threads_(std::max(1, threads)) {}
+AsyncRpc::AsyncRpc(int threads, std::chrono::microseconds spin, std::function<bool()> may_spin)
+    : num_threads_(std::max(1, threads)),
+      spin_(std::max(spin, std::chrono::microseconds(0))),
+      may_spin_(may_spin ? std::move(may_spin) : [] { return true; }) {}
 
 AsyncRpc::~AsyncRpc() { Stop(); }
 
@@ -53,7 +56,7 @@ void AsyncRpc::Run() {
     auto* event = static_cast<Tag*>(tag);
     ready.push_back({event, ok, ok ? event->StartsCallOf() : nullptr});
   };
-  while (queue_->Next(&tag, &ok)) {
+  while (NextEvent(queue_.get(), spin_, may_spin_, waits_.get(), &tag, &ok)) {
     ready.clear();
     take();
     // Only a new call needs to know what follows it (each look is a system call).

@@ -25,6 +25,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -32,6 +33,8 @@
 #include <thread>
 #include <type_traits>
 #include <vector>
+
+#include "server/api/spin_next.h"
 
 namespace convserve::api {
 
@@ -73,8 +76,11 @@ using UnaryHandler = std::function<void(grpc::ServerContext*, const Request*, Re
 
 class AsyncRpc {
  public:
-  // `threads` threads call Next on the one completion queue.
-  explicit AsyncRpc(int threads);
+  // `threads` threads wait on the one completion queue; each looks for the next event without
+  // sleeping for up to `spin`, while `may_spin()` (default: always), before it blocks
+  // (spin_next.h).
+  explicit AsyncRpc(int threads, std::chrono::microseconds spin = std::chrono::microseconds(0),
+                    std::function<bool()> may_spin = nullptr);
   ~AsyncRpc();  // Stop()
 
   AsyncRpc(const AsyncRpc&) = delete;
@@ -108,6 +114,9 @@ class AsyncRpc {
 
   grpc::ServerCompletionQueue* queue() { return queue_.get(); }
 
+  // How the threads' waits for events ended so far (spin_next.h); may outlive this object.
+  std::shared_ptr<const WaitCounts> waits() const { return waits_; }
+
   // In a handler: how many more calls of the same method arrived together with this one and
   // wait, ready, right behind it on this thread. A thread takes every event that is ready before it
   // acts on the first, so a handler can tell a lone request (compute it now, on this thread) from a
@@ -125,6 +134,9 @@ class AsyncRpc {
   static constexpr int kWaitingCallsPerMethod = 16;
 
   const int num_threads_;
+  const std::chrono::microseconds spin_;
+  const std::function<bool()> may_spin_;
+  const std::shared_ptr<WaitCounts> waits_ = std::make_shared<WaitCounts>();
   std::unique_ptr<grpc::ServerCompletionQueue> queue_;
   std::vector<std::unique_ptr<Method>> methods_;
   std::vector<std::thread> threads_;

@@ -56,6 +56,12 @@ int main(int argc, char** argv) {
       ->envname("CONVSERVE_GRPC_THREADS")
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
+  app.add_option("--grpc-spin-us", options.grpc_spin_us,
+                 "Microseconds a gRPC thread keeps looking for the next call before it sleeps "
+                 "(0: sleep at once; lower latency for CPU, see README)")
+      ->envname("CONVSERVE_GRPC_SPIN_US")
+      ->check(CLI::Range(0, 100000))
+      ->capture_default_str();
   app.add_option("--model-control-mode", options.model_control_mode, "none | poll | explicit")
       ->envname("CONVSERVE_MODEL_CONTROL_MODE")
       ->check(CLI::IsMember({"none", "poll", "explicit"}))

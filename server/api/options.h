@@ -15,6 +15,7 @@ struct ServerOptions {
   int metrics_port = 8002;                  // 0: no metrics endpoint; -1: pick a free port
   int threads = 0;                          // compute threads for all models; 0: all cores
   int grpc_threads = 1;                     // threads running gRPC's completion queue
+  int grpc_spin_us = 300;                   // each looks for the next call this long, then sleeps
   std::string model_control_mode = "none";  // none | poll | explicit
   std::vector<std::string> load_models;     // explicit mode: loaded at start ("*": all)
   int repository_poll_secs = 15;

@@ -6,6 +6,7 @@
 // then stops gRPC. Thread-safe; Shutdown may be called from any thread, more than once.
 #pragma once
 
+#include <cstdint>
 #include <memory>
 
 #include "absl/status/statusor.h"
@@ -25,6 +26,14 @@ class Server {
   int grpc_port() const;
   int metrics_port() const;  // 0 when metrics are off
   serving::ServerCore& core();
+
+  // How the gRPC threads' waits for their next event ended (--grpc-spin-us): found while
+  // spinning, or asleep. Also at /metrics as convserve_grpc_waits_total.
+  struct GrpcWaits {
+    int64_t spin_hits = 0;
+    int64_t sleeps = 0;
+  };
+  GrpcWaits grpc_waits() const;
 
   // Returns true when every in-flight request finished within the exit timeout.
   bool Shutdown();

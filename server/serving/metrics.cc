@@ -3,6 +3,7 @@
 #include <exception>
 
 #include "absl/strings/str_cat.h"
+#include "prometheus/collectable.h"
 #include "prometheus/counter.h"
 #include "prometheus/exposer.h"
 #include "prometheus/gauge.h"
@@ -17,6 +18,34 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
           25e-3, 50e-3,  100e-3, 250e-3, 500e-3, 1.0,    2.5,  5.0};
 }
 
+class ScrapedCounter final : public prometheus::Collectable {
+ public:
+  ScrapedCounter(std::string name, std::string help, std::string label,
+                 std::function<PrometheusMetrics::ScrapedSeries()> read)
+      : name_(std::move(name)),
+        help_(std::move(help)),
+        label_(std::move(label)),
+        read_(std::move(read)) {}
+
+  std::vector<prometheus::MetricFamily> Collect() const override {
+    prometheus::MetricFamily family;
+    family.name = name_;
+    family.help = help_;
+    family.type = prometheus::MetricType::Counter;
+    for (const auto& [value, count] : read_()) {
+      prometheus::ClientMetric metric;
+      metric.label.push_back({label_, value});
+      metric.counter.value = count;
+      family.metric.push_back(std::move(metric));
+    }
+    return {std::move(family)};
+  }
+
+ private:
+  const std::string name_, help_, label_;
+  const std::function<PrometheusMetrics::ScrapedSeries()> read_;
+};
+
 }  // namespace
 
 struct PrometheusMetrics::Impl {
@@ -29,6 +58,7 @@ struct PrometheusMetrics::Impl {
   prometheus::Family<prometheus::Histogram>* batch = nullptr;
   prometheus::Family<prometheus::Gauge>* queue_depth = nullptr;
   prometheus::Family<prometheus::Counter>* loads = nullptr;
+  std::vector<std::shared_ptr<ScrapedCounter>> scraped;
 };
 
 PrometheusMetrics::PrometheusMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
@@ -101,6 +131,14 @@ void PrometheusMetrics::BatchExecuted(const std::string& model, int64_t batch_si
 void PrometheusMetrics::QueueDepthChanged(const std::string& model, const std::string& version,
                                           int64_t depth) {
   impl_->queue_depth->Add({{"model", model}, {"version", version}}).Set(static_cast<double>(depth));
+}
+
+void PrometheusMetrics::AddScrapedCounter(const std::string& name, const std::string& help,
+                                          const std::string& label,
+                                          std::function<ScrapedSeries()> read) {
+  auto counter = std::make_shared<ScrapedCounter>(name, help, label, std::move(read));
+  impl_->exposer->RegisterCollectable(counter);
+  impl_->scraped.push_back(std::move(counter));
 }
 
 void PrometheusMetrics::ModelLoadEvent(const repository::LoadEvent& event) {

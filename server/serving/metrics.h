@@ -3,8 +3,11 @@
 // events and failures.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "server/serving/metrics_sink.h"
@@ -25,6 +28,12 @@ class PrometheusMetrics : public MetricsSink {
   void QueueDepthChanged(const std::string& model, const std::string& version,
                          int64_t depth) override;
   void ModelLoadEvent(const repository::LoadEvent& event) override;
+
+  // A counter family whose values are kept elsewhere and read at each scrape: `read` returns one
+  // (value of `label`, count) pair per series. `read` must stay valid while this object lives.
+  using ScrapedSeries = std::vector<std::pair<std::string, double>>;
+  void AddScrapedCounter(const std::string& name, const std::string& help, const std::string& label,
+                         std::function<ScrapedSeries()> read);
 
  private:
   struct Impl;

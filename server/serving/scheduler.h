@@ -71,10 +71,13 @@ class ThreadBudget {
   // Takes `n` threads only if they are free now.
   bool TryAcquire(int n);
   void Release(int n);
+  // Threads taken now (a relaxed read: a hint that may be stale as soon as it is read).
+  int busy() const { return busy_.load(std::memory_order_relaxed); }
 
  private:
   std::mutex mutex_;
   std::condition_variable cv_;
+  std::atomic<int> busy_{0};
   int available_;
   const int total_;
 };

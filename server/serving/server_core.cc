@@ -55,7 +55,8 @@ class Reaper {
 };
 
 ServerCore::ServerCore(ServerCoreOptions options)
-    : options_(std::move(options)), budget_(std::max(1, options_.threads)) {}
+    : options_(std::move(options)),
+      budget_(std::make_shared<ThreadBudget>(std::max(1, options_.threads))) {}
 
 absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(ServerCoreOptions options) {
   std::error_code ec;
@@ -71,7 +72,7 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(ServerCoreOptions
     SchedulerOptions scheduler_options;
     scheduler_options.total_threads = std::max(1, self->options_.threads);
     scheduler_options.max_image_pixels = self->options_.max_image_pixels;
-    scheduler_options.budget = &self->budget_;
+    scheduler_options.budget = self->budget_.get();
     scheduler_options.metrics = self->options_.metrics;
     absl::StatusOr<std::unique_ptr<Scheduler>> scheduler =
         Scheduler::Create(model, scheduler_options);

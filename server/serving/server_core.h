@@ -52,7 +52,9 @@ class ServerCore {
 
   const ServerCoreOptions& options() const { return options_; }
   // The compute-thread budget shared by all model workers (and by reports).
-  ThreadBudget& thread_budget() { return budget_; }
+  ThreadBudget& thread_budget() { return *budget_; }
+  // For those that may outlive the core (the gRPC threads ask it whether they may spin).
+  std::shared_ptr<ThreadBudget> shared_thread_budget() { return budget_; }
 
   // Runs a request on model `name`, version `version` ("" = latest). The callback runs exactly
   // once. UNAVAILABLE once shutdown began; NOT_FOUND for unknown models or versions.
@@ -107,7 +109,7 @@ class ServerCore {
   void PostControl(std::function<absl::Status()> job, std::function<void(absl::Status)> done);
 
   const ServerCoreOptions options_;
-  ThreadBudget budget_;
+  std::shared_ptr<ThreadBudget> budget_;
   std::shared_ptr<class Reaper> reaper_;
   std::unique_ptr<repository::Repository> repository_;
 

@@ -409,6 +409,51 @@ TEST_F(ServerExtraTest, TwoGrpcThreadsAnswerEveryCallAndShutDown) {
   EXPECT_TRUE(shutdown.get());
 }
 
+// --grpc-spin-us: after an event the gRPC thread looks for the next one without sleeping, so calls
+// that follow closely are found while it spins. It does not spin while the compute threads are
+// busy (the spin would take their core), and it goes to sleep once the spin runs out. Counted by
+// Server::grpc_waits and at /metrics.
+TEST_F(ServerExtraTest, GrpcThreadSpinsForTheNextCallOnlyWhileComputeIsIdle) {
+  api::ServerOptions options;
+  options.metrics_port = -1;
+  options.grpc_spin_us = 500'000;  // long enough that back-to-back calls always find it spinning
+  StartServer(options);
+  auto live = [&] {
+    grpc::ClientContext context;
+    inference::ServerLiveResponse response;
+    return stub_->ServerLive(&context, {}, &response).ok() && response.live();
+  };
+  ASSERT_TRUE(live());
+  const api::Server::GrpcWaits before = server_->grpc_waits();
+  for (int i = 0; i < 5; ++i) ASSERT_TRUE(live());
+  EXPECT_GE(server_->grpc_waits().spin_hits - before.spin_hits, 5);
+
+  {
+    BudgetHold hold(server_->core().thread_budget());
+    // This call may still be found by a spin that began before the hold; none after it.
+    ASSERT_TRUE(live());
+    const api::Server::GrpcWaits held_before = server_->grpc_waits();
+    for (int i = 0; i < 5; ++i) ASSERT_TRUE(live());
+    const api::Server::GrpcWaits held = server_->grpc_waits();
+    EXPECT_EQ(held.spin_hits, held_before.spin_hits);
+    EXPECT_GE(held.sleeps - held_before.sleeps, 5);
+  }
+
+  // One call, then nothing: the thread spins, the spin runs out, and it sleeps once more.
+  const int64_t sleeps = server_->grpc_waits().sleeps;
+  ASSERT_TRUE(live());
+  ASSERT_TRUE(PollUntil([&] { return server_->grpc_waits().sleeps > sleeps; }));
+
+  const std::string http = HttpGet(server_->metrics_port(), "/metrics");
+  const std::string text = http.substr(http.find("\r\n\r\n") + 4);
+  const api::Server::GrpcWaits now = server_->grpc_waits();
+  EXPECT_EQ(Sample(text, R"(convserve_grpc_waits_total{outcome="spin_hit"})"),
+            static_cast<double>(now.spin_hits))
+      << text;
+  EXPECT_EQ(Sample(text, R"(convserve_grpc_waits_total{outcome="sleep"})"),
+            static_cast<double>(now.sleeps));
+}
+
 TEST_F(ServerExtraTest, RefusalsHeldAtShutdownAreAnsweredUnavailableWhenReleased) {
   api::ServerOptions options;
   options.metrics_port = 0;
