@@ -160,45 +160,78 @@ int64_t EncodedImagePixels(std::string_view bytes) {
   return -1;
 }
 
+namespace {
+
+// Where output coordinate i of `out` reads the source of size `in`: two neighbours and the
+// weight of the second (bilinear, half-pixel centres), or one (nearest).
+struct Tap {
+  int i0 = 0, i1 = 0;
+  float a = 0.0f;
+};
+
+std::vector<Tap> Taps(int in, int out, bool nearest) {
+  std::vector<Tap> taps(static_cast<size_t>(out));
+  const float s = static_cast<float>(in) / out;
+  for (int i = 0; i < out; ++i) {
+    Tap& t = taps[static_cast<size_t>(i)];
+    if (nearest) {
+      t.i0 = t.i1 = std::min(static_cast<int>(i * s), in - 1);
+    } else {
+      const float f = std::max(0.0f, (i + 0.5f) * s - 0.5f);
+      t.i0 = std::min(static_cast<int>(f), in - 1);
+      t.i1 = std::min(t.i0 + 1, in - 1);
+      t.a = f - t.i0;
+    }
+  }
+  return taps;
+}
+
+}  // namespace
+
 void PreprocessImage(const Image& image, const inference::ModelPreprocessing& pre, bool hwc,
                      float* out) {
   const int out_w = pre.width(), out_h = pre.height(), channels = image.channels;
   const bool bgr = pre.color_format() == inference::ModelPreprocessing::BGR;
   const bool nearest = pre.resize() == inference::ModelPreprocessing::NEAREST;
   const float scale = pre.scale() == 0.0f ? 1.0f : pre.scale();
-  const float sx = static_cast<float>(image.width) / out_w;
-  const float sy = static_cast<float>(image.height) / out_h;
-  auto pixel = [&](int x, int y, int c) {
-    return static_cast<float>(
-        image.pixels[(static_cast<size_t>(y) * image.width + x) * channels + c]);
-  };
-  for (int y = 0; y < out_h; ++y) {
-    for (int x = 0; x < out_w; ++x) {
-      for (int c = 0; c < channels; ++c) {
-        const int src_c = bgr ? channels - 1 - c : c;
+  // Everything the loops read is local: `out` could alias the config's floats for all the
+  // compiler knows, which made it reload them for every pixel (6 us for a 28x28 image).
+  const std::vector<Tap> xs = Taps(image.width, out_w, nearest);
+  const std::vector<Tap> ys = Taps(image.height, out_h, nearest);
+  const size_t row_stride = static_cast<size_t>(image.width) * channels;
+  const uint8_t* pixels = image.pixels.data();
+  for (int c = 0; c < channels; ++c) {
+    const int src_c = bgr ? channels - 1 - c : c;
+    const float mean = c < pre.mean_size() ? pre.mean(c) : 0.0f;
+    const float std = c < pre.std_size() ? pre.std(c) : 1.0f;
+    for (int y = 0; y < out_h; ++y) {
+      const Tap ty = ys[static_cast<size_t>(y)];
+      const uint8_t* row0 = pixels + static_cast<size_t>(ty.i0) * row_stride + src_c;
+      const uint8_t* row1 = pixels + static_cast<size_t>(ty.i1) * row_stride + src_c;
+      float* dst = hwc ? out + static_cast<size_t>(y) * out_w * channels + c
+                       : out + (static_cast<size_t>(c) * out_h + y) * out_w;
+      const size_t dst_step = hwc ? static_cast<size_t>(channels) : 1;
+      if (image.width == out_w && image.height == out_h) {
+        // No resize (both modes then read each pixel as it is): a loop the compiler vectorizes.
+        for (int x = 0; x < out_w; ++x) {
+          dst[static_cast<size_t>(x) * dst_step] =
+              (static_cast<float>(row0[static_cast<size_t>(x) * channels]) * scale - mean) / std;
+        }
+        continue;
+      }
+      for (int x = 0; x < out_w; ++x) {
+        const Tap tx = xs[static_cast<size_t>(x)];
+        const size_t at0 = static_cast<size_t>(tx.i0) * channels;
         float value;
         if (nearest) {
-          const int ix = std::min(static_cast<int>(x * sx), image.width - 1);
-          const int iy = std::min(static_cast<int>(y * sy), image.height - 1);
-          value = pixel(ix, iy, src_c);
+          value = row0[at0];
         } else {
-          const float fx = std::max(0.0f, (x + 0.5f) * sx - 0.5f);
-          const float fy = std::max(0.0f, (y + 0.5f) * sy - 0.5f);
-          const int x0 = std::min(static_cast<int>(fx), image.width - 1);
-          const int y0 = std::min(static_cast<int>(fy), image.height - 1);
-          const int x1 = std::min(x0 + 1, image.width - 1);
-          const int y1 = std::min(y0 + 1, image.height - 1);
-          const float ax = fx - x0, ay = fy - y0;
-          const float top = pixel(x0, y0, src_c) * (1 - ax) + pixel(x1, y0, src_c) * ax;
-          const float bottom = pixel(x0, y1, src_c) * (1 - ax) + pixel(x1, y1, src_c) * ax;
-          value = top * (1 - ay) + bottom * ay;
+          const size_t at1 = static_cast<size_t>(tx.i1) * channels;
+          const float top = row0[at0] * (1 - tx.a) + row0[at1] * tx.a;
+          const float bottom = row1[at0] * (1 - tx.a) + row1[at1] * tx.a;
+          value = top * (1 - ty.a) + bottom * ty.a;
         }
-        const float mean = c < pre.mean_size() ? pre.mean(c) : 0.0f;
-        const float std = c < pre.std_size() ? pre.std(c) : 1.0f;
-        const float normalized = (value * scale - mean) / std;
-        const size_t index = hwc ? (static_cast<size_t>(y) * out_w + x) * channels + c
-                                 : (static_cast<size_t>(c) * out_h + y) * out_w + x;
-        out[index] = normalized;
+        dst[static_cast<size_t>(x) * dst_step] = (value * scale - mean) / std;
       }
     }
   }

@@ -1,12 +1,15 @@
 // EncodedImagePixels (the header peek that keeps large images off the receiving thread) against
-// the decoder itself, on the bundled test images (PNG and JPEG, gray and RGB, 28x28 and 112x112).
+// the decoder itself, on the bundled test images (PNG and JPEG, gray and RGB, 28x28 and 112x112);
+// PreprocessImage against hand-computed values and a naive per-pixel reference.
 #include <gtest/gtest.h>
 
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 #include "server/serving/image.h"
 
@@ -59,6 +62,135 @@ TEST(EncodedImagePixels, UnknownWhenTheHeaderDoesNotSay) {
   // Sides past PNG's 2^31 - 1 would overflow the product: the largest count instead.
   for (int at = 16; at < 24; ++at) bomb[at] = static_cast<char>(0xFF);
   EXPECT_EQ(serving::EncodedImagePixels(bomb), std::numeric_limits<int64_t>::max());
+}
+
+inference::ModelPreprocessing Pre(
+    inference::ModelPreprocessing::ColorFormat format, int width, int height, float scale,
+    std::vector<float> mean, std::vector<float> std,
+    inference::ModelPreprocessing::ResizeMode resize = inference::ModelPreprocessing::BILINEAR) {
+  inference::ModelPreprocessing pre;
+  pre.set_color_format(format);
+  pre.set_width(width);
+  pre.set_height(height);
+  pre.set_scale(scale);
+  for (float m : mean) pre.add_mean(m);
+  for (float s : std) pre.add_std(s);
+  pre.set_resize(resize);
+  return pre;
+}
+
+serving::Image MakeImage(int width, int height, int channels, std::vector<uint8_t> pixels) {
+  serving::Image image;
+  image.width = width;
+  image.height = height;
+  image.channels = channels;
+  image.pixels = std::move(pixels);
+  return image;
+}
+
+TEST(PreprocessImage, MatchesHandComputedValues) {
+  // 2x2 gray [0 100; 200 50] to 1x1, bilinear with half-pixel centres: the source point is
+  // (0.5, 0.5), the mean of the four, 87.5; then (87.5 * 0.01 - 0.5) / 2.
+  float out = 0;
+  serving::PreprocessImage(MakeImage(2, 2, 1, {0, 100, 200, 50}),
+                           Pre(inference::ModelPreprocessing::GRAY, 1, 1, 0.01f, {0.5f}, {2.0f}),
+                           false, &out);
+  EXPECT_FLOAT_EQ(out, 0.1875f);
+  // Nearest: output pixel 0 of 1 reads source pixel 0.
+  serving::PreprocessImage(MakeImage(2, 2, 1, {0, 100, 200, 50}),
+                           Pre(inference::ModelPreprocessing::GRAY, 1, 1, 1.0f, {}, {},
+                               inference::ModelPreprocessing::NEAREST),
+                           false, &out);
+  EXPECT_EQ(out, 0.0f);
+  // BGR swaps the channels; CHW and HWC lay two pixels out differently.
+  const serving::Image rgb = MakeImage(2, 1, 3, {10, 20, 30, 40, 50, 60});
+  const auto bgr = Pre(inference::ModelPreprocessing::BGR, 2, 1, 1.0f, {1, 2, 3}, {1, 1, 1});
+  std::vector<float> chw(6), hwc(6);
+  serving::PreprocessImage(rgb, bgr, false, chw.data());
+  serving::PreprocessImage(rgb, bgr, true, hwc.data());
+  EXPECT_EQ(chw, (std::vector<float>{29, 59, 18, 48, 7, 37}));
+  EXPECT_EQ(hwc, (std::vector<float>{29, 18, 7, 59, 48, 37}));
+}
+
+// The per-pixel formula, written as plainly as possible.
+std::vector<float> NaivePreprocess(const serving::Image& image,
+                                   const inference::ModelPreprocessing& pre, bool hwc) {
+  const int ow = pre.width(), oh = pre.height(), ch = image.channels;
+  std::vector<float> out(static_cast<size_t>(ow) * oh * ch);
+  const float sx = static_cast<float>(image.width) / ow, sy = static_cast<float>(image.height) / oh;
+  auto px = [&](int x, int y, int c) {
+    return static_cast<float>(image.pixels[(static_cast<size_t>(y) * image.width + x) * ch + c]);
+  };
+  for (int y = 0; y < oh; ++y) {
+    for (int x = 0; x < ow; ++x) {
+      for (int c = 0; c < ch; ++c) {
+        const int sc = pre.color_format() == inference::ModelPreprocessing::BGR ? ch - 1 - c : c;
+        float v;
+        if (pre.resize() == inference::ModelPreprocessing::NEAREST) {
+          v = px(std::min(static_cast<int>(x * sx), image.width - 1),
+                 std::min(static_cast<int>(y * sy), image.height - 1), sc);
+        } else {
+          const float fx = std::max(0.0f, (x + 0.5f) * sx - 0.5f);
+          const float fy = std::max(0.0f, (y + 0.5f) * sy - 0.5f);
+          const int x0 = std::min(static_cast<int>(fx), image.width - 1);
+          const int y0 = std::min(static_cast<int>(fy), image.height - 1);
+          const int x1 = std::min(x0 + 1, image.width - 1), y1 = std::min(y0 + 1, image.height - 1);
+          const float ax = fx - x0, ay = fy - y0;
+          v = (px(x0, y0, sc) * (1 - ax) + px(x1, y0, sc) * ax) * (1 - ay) +
+              (px(x0, y1, sc) * (1 - ax) + px(x1, y1, sc) * ax) * ay;
+        }
+        const float mean = c < pre.mean_size() ? pre.mean(c) : 0.0f;
+        const float sd = c < pre.std_size() ? pre.std(c) : 1.0f;
+        const float scale = pre.scale() == 0.0f ? 1.0f : pre.scale();
+        out[hwc ? (static_cast<size_t>(y) * ow + x) * ch + c
+                : (static_cast<size_t>(c) * oh + y) * ow + x] = (v * scale - mean) / sd;
+      }
+    }
+  }
+  return out;
+}
+
+TEST(PreprocessImage, MatchesTheNaiveFormulaForEveryLayoutAndResize) {
+  std::mt19937 random(7);
+  std::uniform_int_distribution<int> byte(0, 255);
+  struct Size {
+    int w, h;
+  };
+  int checked = 0;
+  for (auto [in, out] : std::vector<std::pair<Size, Size>>{{{28, 28}, {28, 28}},
+                                                           {{112, 112}, {28, 28}},
+                                                           {{20, 30}, {28, 28}},
+                                                           {{1, 1}, {5, 3}},
+                                                           {{57, 13}, {7, 2}}}) {
+    for (auto format : {inference::ModelPreprocessing::GRAY, inference::ModelPreprocessing::RGB,
+                        inference::ModelPreprocessing::BGR}) {
+      const int ch = format == inference::ModelPreprocessing::GRAY ? 1 : 3;
+      std::vector<uint8_t> pixels(static_cast<size_t>(in.w) * in.h * ch);
+      for (auto& p : pixels) p = static_cast<uint8_t>(byte(random));
+      const serving::Image image = MakeImage(in.w, in.h, ch, pixels);
+      for (auto resize :
+           {inference::ModelPreprocessing::BILINEAR, inference::ModelPreprocessing::NEAREST}) {
+        for (bool hwc : {false, true}) {
+          const std::vector<float> mean =
+              ch == 3 ? std::vector<float>{0.2f, 0.4f, 0.6f} : std::vector<float>{0.3f};
+          const std::vector<float> std =
+              ch == 3 ? std::vector<float>{0.5f, 0.25f, 2.0f} : std::vector<float>{0.35f};
+          const auto pre = Pre(format, out.w, out.h, 1.0f / 255, mean, std, resize);
+          std::vector<float> got(static_cast<size_t>(out.w) * out.h * ch, -99.0f);
+          serving::PreprocessImage(image, pre, hwc, got.data());
+          const std::vector<float> want = NaivePreprocess(image, pre, hwc);
+          ASSERT_EQ(got.size(), want.size());
+          for (size_t i = 0; i < want.size(); ++i) {
+            ASSERT_NEAR(got[i], want[i], 1e-5f * std::max(1.0f, std::abs(want[i])))
+                << in.w << "x" << in.h << " to " << out.w << "x" << out.h << " channels " << ch
+                << " format " << format << " resize " << resize << " hwc " << hwc << " at " << i;
+          }
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_EQ(checked, 5 * 3 * 2 * 2);
 }
 
 }  // namespace
