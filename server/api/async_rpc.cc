@@ -28,7 +28,8 @@ void AsyncRpc::Start() {
     threads_.emplace_back([this, i] {
       const std::string name = "cs-grpc-" + std::to_string(i);
       pthread_setname_np(pthread_self(), name.c_str());
-      Run();
+      // One thread spins at most: with more, each would keep a core busy after its last event.
+      Run(i == 0 ? spin_ : std::chrono::microseconds(0));
     });
   }
 }
@@ -39,7 +40,7 @@ thread_local int calls_ready_behind = 0;
 
 int AsyncRpc::CallsReadyBehind() { return calls_ready_behind; }
 
-void AsyncRpc::Run() {
+void AsyncRpc::Run(std::chrono::microseconds spin) {
   struct Event {
     Tag* tag;
     bool ok;
@@ -56,7 +57,7 @@ void AsyncRpc::Run() {
     auto* event = static_cast<Tag*>(tag);
     ready.push_back({event, ok, ok ? event->StartsCallOf() : nullptr});
   };
-  while (NextEvent(queue_.get(), spin_, may_spin_, waits_.get(), &tag, &ok)) {
+  while (NextEvent(queue_.get(), spin, may_spin_, waits_.get(), &tag, &ok)) {
     ready.clear();
     take();
     // Only a new call needs to know what follows it (each look is a system call).
