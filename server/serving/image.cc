@@ -237,4 +237,49 @@ void PreprocessImage(const Image& image, const inference::ModelPreprocessing& pr
   }
 }
 
+void Uint8ToFloat(const uint8_t* in, size_t count, int64_t sample, int64_t plane, int64_t channels,
+                  bool nhwc, const inference::ModelPreprocessing* pre, float* out) {
+  if (pre == nullptr) {
+    for (size_t e = 0; e < count; ++e) out[e] = in[e];
+    return;
+  }
+  // Locals, as in PreprocessImage: `out` could alias the config's floats. Mean 0 and std 1 where
+  // not given leave the value exactly as it is.
+  const float scale = pre->scale();
+  channels = std::max<int64_t>(channels, 1);
+  std::vector<float> mean(static_cast<size_t>(channels), 0.0f);
+  std::vector<float> std(static_cast<size_t>(channels), 1.0f);
+  for (int64_t c = 0; c < channels; ++c) {
+    if (c < pre->mean_size()) mean[static_cast<size_t>(c)] = pre->mean(static_cast<int>(c));
+    if (c < pre->std_size()) std[static_cast<size_t>(c)] = pre->std(static_cast<int>(c));
+  }
+  const auto convert = [&](size_t e, size_t c) { out[e] = (in[e] * scale - mean[c]) / std[c]; };
+  if (nhwc) {
+    const size_t n = static_cast<size_t>(channels);
+    size_t e = 0;
+    for (; e + n <= count; e += n) {
+      for (size_t c = 0; c < n; ++c) convert(e + c, c);
+    }
+    for (size_t c = 0; e < count; ++e, ++c) convert(e, c);
+    return;
+  }
+  if (sample <= 0 || plane <= 0 || count % static_cast<size_t>(sample) != 0 ||
+      sample % plane != 0) {
+    for (size_t e = 0; e < count; ++e) {
+      convert(e, static_cast<size_t>((static_cast<int64_t>(e) % std::max<int64_t>(sample, 1)) /
+                                     std::max<int64_t>(plane, 1) % channels));
+    }
+    return;
+  }
+  // Runs of `plane` elements share a channel.
+  size_t e = 0;
+  for (size_t s = 0; s < count / static_cast<size_t>(sample); ++s) {
+    for (int64_t k = 0; k < sample / plane; ++k) {
+      const size_t c = static_cast<size_t>(k % channels);
+      const float m = mean[c], d = std[c];
+      for (int64_t p = 0; p < plane; ++p, ++e) out[e] = (in[e] * scale - m) / d;
+    }
+  }
+}
+
 }  // namespace convserve::serving

@@ -698,24 +698,14 @@ absl::Status Scheduler::PrepareInputs(const Pending& pending,
         out.resize(tensor.data.size());
         const bool normalize =
             config.has_preprocessing() && config.preprocessing().input() == input.name();
-        const auto& pre = config.preprocessing();
         // Channel of element e for NCHW / NHWC (per-sample dims exclude the batch).
         const int64_t sample = Product({input.dims().begin(), input.dims().end()});
         const int n = input.dims_size();
         const bool nhwc = input.format() == inference::ModelInput::FORMAT_NHWC;
         const int64_t channels = n >= 3 ? (nhwc ? input.dims(n - 1) : input.dims(n - 3)) : 1;
         const int64_t plane = n >= 3 ? input.dims(n - 2) * input.dims(n - 1) : sample;
-        for (size_t e = 0; e < out.size(); ++e) {
-          float value = bytes[e];
-          if (normalize) {
-            const int64_t c = nhwc ? static_cast<int64_t>(e) % channels
-                                   : (static_cast<int64_t>(e) % sample) / plane % channels;
-            value = value * pre.scale();
-            if (c < pre.mean_size()) value -= pre.mean(static_cast<int>(c));
-            if (c < pre.std_size()) value /= pre.std(static_cast<int>(c));
-          }
-          out[e] = value;
-        }
+        Uint8ToFloat(bytes, out.size(), sample, plane, channels, nhwc,
+                     normalize ? &config.preprocessing() : nullptr, out.data());
         data[i] = out.data();
         break;
       }

@@ -1,6 +1,6 @@
 // EncodedImagePixels (the header peek that keeps large images off the receiving thread) against
 // the decoder itself, on the bundled test images (PNG and JPEG, gray and RGB, 28x28 and 112x112);
-// PreprocessImage against hand-computed values and a naive per-pixel reference.
+// PreprocessImage and Uint8ToFloat against hand-computed values and naive per-element references.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -191,6 +191,59 @@ TEST(PreprocessImage, MatchesTheNaiveFormulaForEveryLayoutAndResize) {
     }
   }
   EXPECT_EQ(checked, 5 * 3 * 2 * 2);
+}
+
+TEST(Uint8ToFloat, MatchesTheNaiveFormulaForEveryLayout) {
+  std::mt19937 random(11);
+  std::uniform_int_distribution<int> byte(0, 255);
+  struct Case {
+    std::vector<int64_t> dims;  // per sample, as the model input's dims
+    bool nhwc;
+    int given;  // how many channels the config gives mean/std for
+  };
+  int checked = 0;
+  for (const Case& c :
+       std::vector<Case>{{{3, 5, 4}, false, 3},
+                         {{5, 4, 3}, true, 3},
+                         {{1, 28, 28}, false, 1},
+                         {{2, 3, 2, 2}, false, 2},  // a leading dim, mean for 2 of 3
+                         {{10}, false, 1}}) {
+    const int n = static_cast<int>(c.dims.size());
+    int64_t sample = 1;
+    for (int64_t d : c.dims) sample *= d;
+    const int64_t channels =
+        n >= 3 ? (c.nhwc ? c.dims[static_cast<size_t>(n - 1)] : c.dims[static_cast<size_t>(n - 3)])
+               : 1;
+    const int64_t plane =
+        n >= 3 ? c.dims[static_cast<size_t>(n - 2)] * c.dims[static_cast<size_t>(n - 1)] : sample;
+    inference::ModelPreprocessing pre;
+    pre.set_scale(1.0f / 255);
+    for (int i = 0; i < c.given; ++i) {
+      pre.add_mean(0.1f * (i + 1));
+      pre.add_std(0.3f + 0.2f * i);
+    }
+    const size_t count = static_cast<size_t>(2 * sample);  // a batch of 2
+    std::vector<uint8_t> in(count);
+    for (auto& b : in) b = static_cast<uint8_t>(byte(random));
+    for (bool normalize : {true, false}) {
+      std::vector<float> got(count, -99.0f);
+      serving::Uint8ToFloat(in.data(), count, sample, plane, channels, c.nhwc,
+                            normalize ? &pre : nullptr, got.data());
+      for (size_t e = 0; e < count; ++e) {
+        float want = in[e];
+        if (normalize) {
+          const int64_t ch = c.nhwc ? static_cast<int64_t>(e) % channels
+                                    : (static_cast<int64_t>(e) % sample) / plane % channels;
+          want = want * pre.scale();
+          if (ch < pre.mean_size()) want -= pre.mean(static_cast<int>(ch));
+          if (ch < pre.std_size()) want /= pre.std(static_cast<int>(ch));
+        }
+        ASSERT_FLOAT_EQ(got[e], want) << "case " << checked << " element " << e;
+      }
+      ++checked;
+    }
+  }
+  EXPECT_EQ(checked, 10);
 }
 
 }  // namespace
