@@ -751,38 +751,69 @@ TEST_F(ServerExtraTest, RequestArrivingWithOthersIsQueuedNotRunInline) {
 TEST_F(ServerExtraTest, RequestsThatArrivedTogetherRunAsOneBatchOnTheLastOnesThread) {
   auto scheduler = StartServerWithModel("group", LinearModelConfig("group", 8), 0.0f);
   ASSERT_NE(scheduler, nullptr);
-  WarmUntilInline("group", *scheduler);  // measures batch 1 (the group's estimate is 3 of it)
-  const uint64_t inline_before = scheduler->inline_count();
-  const uint64_t executions_before = Stats("group").execution_count();
+  const auto batches_of_3 = [&] {
+    uint64_t n = 0;
+    const inference::ModelStatistics stats = Stats("group");
+    for (const auto& b : stats.batch_stats()) {
+      if (b.batch_size() == 3) n = b.compute_infer().count();
+    }
+    return n;
+  };
+  // The group runs inline only while its estimated compute (3 x batch 1) is under
+  // kGroupMaxInferUs; an execution preempted on a loaded machine raises the estimate for a while
+  // (ctest -j2 once made it a group of 2). Then the scenario is retried after more warm-up.
+  std::string attempts;
+  bool grouped = false;
+  for (int attempt = 0; attempt < 5 && !grouped; ++attempt) {
+    WarmUntilInline("group", *scheduler);  // measures batch 1 (the group's estimate is 3 of it)
+    const uint64_t inline_before = scheduler->inline_count();
+    const uint64_t executions_before = Stats("group").execution_count();
+    const uint64_t batches_of_3_before = batches_of_3();
 
-  std::promise<void> release;
-  std::shared_future<void> held = release.get_future().share();
-  // Queued (it follows others), taken by the worker, which then waits in its answer callback.
-  auto entered = std::make_shared<std::promise<void>>();
-  auto in_callback = entered->get_future();
-  auto blocker = CoreInfer("group", Steady::time_point::max(), /*followed=*/true, 7, held, entered);
-  // The worker answers after it gave the instance back: from here it holds nothing but itself.
-  ASSERT_EQ(in_callback.wait_for(kWait), std::future_status::ready);
-  auto first = CoreInfer("group", Steady::time_point::max(), /*followed=*/true, 4);
-  auto second = CoreInfer("group", Steady::time_point::max(), /*followed=*/true, 5);
-  ASSERT_EQ(scheduler->queue_depth(), 2);
-  auto last = CoreInfer("group", Steady::time_point::max(), /*followed=*/false, 6);
-  // All three ran before CoreInfer returned: on this thread, as one batch.
-  ASSERT_EQ(last.wait_for(std::chrono::seconds(0)), std::future_status::ready);
-  EXPECT_TRUE(HoldsLogitsOf(first.get(), 4));
-  EXPECT_TRUE(HoldsLogitsOf(second.get(), 5));
-  EXPECT_TRUE(HoldsLogitsOf(last.get(), 6));
-  EXPECT_EQ(scheduler->queue_depth(), 0);
-  EXPECT_EQ(scheduler->inline_count(), inline_before + 1);
-  const inference::ModelStatistics stats = Stats("group");
-  EXPECT_EQ(stats.execution_count(), executions_before + 2);
-  uint64_t batches_of_3 = 0;
-  for (const auto& b : stats.batch_stats()) {
-    if (b.batch_size() == 3) batches_of_3 = b.compute_infer().count();
+    std::promise<void> release;
+    std::shared_future<void> held = release.get_future().share();
+    // Lets the worker go on every path out of this attempt (else a failure would hang).
+    struct Release {
+      std::promise<void>* promise;
+      bool done = false;
+      void operator()() {
+        if (!done) promise->set_value();
+        done = true;
+      }
+      ~Release() { (*this)(); }
+    } let_go{&release};
+    // Queued (it follows others), taken by the worker, which then waits in its answer callback.
+    auto entered = std::make_shared<std::promise<void>>();
+    auto in_callback = entered->get_future();
+    auto blocker =
+        CoreInfer("group", Steady::time_point::max(), /*followed=*/true, 7, held, entered);
+    // The worker answers after it gave the instance back: from here it holds nothing but itself.
+    ASSERT_EQ(in_callback.wait_for(kWait), std::future_status::ready);
+    auto first = CoreInfer("group", Steady::time_point::max(), /*followed=*/true, 4);
+    auto second = CoreInfer("group", Steady::time_point::max(), /*followed=*/true, 5);
+    ASSERT_EQ(scheduler->queue_depth(), 2);
+    auto last = CoreInfer("group", Steady::time_point::max(), /*followed=*/false, 6);
+    // All three ran before CoreInfer returned: on this thread, as one batch.
+    const bool ran_at_once = last.wait_for(std::chrono::seconds(0)) == std::future_status::ready;
+    const int64_t left_queued = scheduler->queue_depth();
+    const uint64_t inline_runs = scheduler->inline_count() - inline_before;
+    const uint64_t executions = Stats("group").execution_count() - executions_before;
+    let_go();  // whatever is left queued now runs on the worker
+    EXPECT_TRUE(HoldsLogitsOf(first.get(), 4));
+    EXPECT_TRUE(HoldsLogitsOf(second.get(), 5));
+    EXPECT_TRUE(HoldsLogitsOf(last.get(), 6));
+    EXPECT_TRUE(HoldsLogitsOf(blocker.get(), 7));
+    grouped = ran_at_once && left_queued == 0;
+    if (!grouped) {
+      attempts += absl::StrCat(" [attempt ", attempt, ": ran at once ", ran_at_once,
+                               ", left queued ", left_queued, ", inline runs ", inline_runs, "]");
+      continue;
+    }
+    EXPECT_EQ(inline_runs, 1u);
+    EXPECT_EQ(executions, 2u);  // the blocker's batch of 1 and the group's of 3
+    EXPECT_EQ(batches_of_3() - batches_of_3_before, 1u);
   }
-  EXPECT_EQ(batches_of_3, 1u);
-  release.set_value();
-  EXPECT_TRUE(HoldsLogitsOf(blocker.get(), 7));
+  EXPECT_TRUE(grouped) << "never ran as one group:" << attempts;
 }
 
 // An image that would take long to decode is not decoded on the thread that received it: past
