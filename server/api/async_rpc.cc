@@ -28,8 +28,10 @@ void AsyncRpc::Start() {
     threads_.emplace_back([this, i] {
       const std::string name = "cs-grpc-" + std::to_string(i);
       pthread_setname_np(pthread_self(), name.c_str());
-      // One thread spins at most: with more, each would keep a core busy after its last event.
-      Run(i == 0 ? spin_ : std::chrono::microseconds(0));
+      // Only a lone thread spins. With more, one of them sleeps in epoll_wait as gRPC's poller,
+      // and another polling with a zero deadline only looks at events already completed: the
+      // wake-up is not saved, the core is spent.
+      Run(num_threads_ == 1 ? spin_ : std::chrono::microseconds(0));
     });
   }
 }

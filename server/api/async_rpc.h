@@ -76,9 +76,9 @@ using UnaryHandler = std::function<void(grpc::ServerContext*, const Request*, Re
 
 class AsyncRpc {
  public:
-  // `threads` threads wait on the one completion queue. The first looks for the next event
+  // `threads` threads wait on the one completion queue. A lone thread looks for the next event
   // without sleeping for up to `spin`, while `may_spin()` (default: always), before it blocks
-  // (spin_next.h); the others block at once.
+  // (spin_next.h); with more threads none spins.
   explicit AsyncRpc(int threads, std::chrono::microseconds spin = std::chrono::microseconds(0),
                     std::function<bool()> may_spin = nullptr);
   ~AsyncRpc();  // Stop()

@@ -57,8 +57,8 @@ int main(int argc, char** argv) {
       ->check(CLI::Range(1, 64))
       ->capture_default_str();
   app.add_option("--grpc-spin-us", options.grpc_spin_us,
-                 "Microseconds a gRPC thread keeps looking for the next call before it sleeps "
-                 "(0: sleep at once; lower latency for CPU, see README)")
+                 "Microseconds the gRPC thread keeps looking for the next call before it sleeps "
+                 "(0: sleep at once; with --grpc-threads above 1 none spins; see README)")
       ->envname("CONVSERVE_GRPC_SPIN_US")
       ->check(CLI::Range(0, 100000))
       ->capture_default_str();

@@ -158,19 +158,20 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.SetMaxReceiveMessageSize(static_cast<int>(
       std::min<int64_t>(options.max_request_bytes, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(-1);
-  // gRPC threads spin for the next call only while no compute thread is busy: the spin would
+  // gRPC threads spin for the next call only while no compute thread is busy and no worker
+  // prepares or answers a batch: the spin would
   // take a core from the computation (with --threads 1 at concurrency 8, fashion-k3's
   // throughput fell from 93% to 72% of the engine's when they spun regardless).
   std::shared_ptr<serving::ThreadBudget> budget = impl->core->shared_thread_budget();
   impl->rpc = std::make_unique<AsyncRpc>(options.grpc_threads,
                                          std::chrono::microseconds(options.grpc_spin_us),
-                                         [budget] { return budget->busy() == 0; });
+                                         [budget] { return budget->idle(); });
   if (impl->metrics != nullptr) {
     impl->metrics->AddScrapedCounter(
         "convserve_grpc_waits_total",
         "How gRPC threads' waits for their next event ended: spin_hit (found while spinning, "
-        "--grpc-spin-us) or sleep (went to sleep: spin off, compute threads busy, or the spin "
-        "ran out)",
+        "--grpc-spin-us) or sleep (waited in gRPC's poller instead: spin off, compute busy, or "
+        "the spin ran out)",
         "outcome", [waits = impl->rpc->waits()] {
           return serving::PrometheusMetrics::ScrapedSeries{
               {"spin_hit", static_cast<double>(waits->spin_hits.load())},

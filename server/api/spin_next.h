@@ -34,7 +34,8 @@ bool NextEvent(grpc::CompletionQueue* queue, std::chrono::microseconds spin, May
   if (spin.count() > 0 && may_spin()) {
     const auto until = std::chrono::steady_clock::now() + spin;
     do {
-      // A zero deadline polls the sockets once (epoll_wait with no timeout) and returns.
+      // A zero deadline polls the sockets once (epoll_wait with no timeout) and returns, when
+      // this thread is gRPC's poller: with one thread on the queue it always is.
       switch (queue->AsyncNext(tag, ok, gpr_time_0(GPR_CLOCK_MONOTONIC))) {
         case grpc::CompletionQueue::GOT_EVENT:
           if (counts != nullptr) counts->spin_hits.fetch_add(1, std::memory_order_relaxed);

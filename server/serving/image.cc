@@ -203,7 +203,7 @@ void PreprocessImage(const Image& image, const inference::ModelPreprocessing& pr
   for (int c = 0; c < channels; ++c) {
     const int src_c = bgr ? channels - 1 - c : c;
     const float mean = c < pre.mean_size() ? pre.mean(c) : 0.0f;
-    const float std = c < pre.std_size() ? pre.std(c) : 1.0f;
+    const float stdev = c < pre.std_size() ? pre.std(c) : 1.0f;
     for (int y = 0; y < out_h; ++y) {
       const Tap ty = ys[static_cast<size_t>(y)];
       const uint8_t* row0 = pixels + static_cast<size_t>(ty.i0) * row_stride + src_c;
@@ -215,7 +215,7 @@ void PreprocessImage(const Image& image, const inference::ModelPreprocessing& pr
         // No resize (both modes then read each pixel as it is): a loop the compiler vectorizes.
         for (int x = 0; x < out_w; ++x) {
           dst[static_cast<size_t>(x) * dst_step] =
-              (static_cast<float>(row0[static_cast<size_t>(x) * channels]) * scale - mean) / std;
+              (static_cast<float>(row0[static_cast<size_t>(x) * channels]) * scale - mean) / stdev;
         }
         continue;
       }
@@ -231,7 +231,7 @@ void PreprocessImage(const Image& image, const inference::ModelPreprocessing& pr
           const float bottom = row1[at0] * (1 - tx.a) + row1[at1] * tx.a;
           value = top * (1 - ty.a) + bottom * ty.a;
         }
-        dst[static_cast<size_t>(x) * dst_step] = (value * scale - mean) / std;
+        dst[static_cast<size_t>(x) * dst_step] = (value * scale - mean) / stdev;
       }
     }
   }
@@ -248,12 +248,12 @@ void Uint8ToFloat(const uint8_t* in, size_t count, int64_t sample, int64_t plane
   const float scale = pre->scale();
   channels = std::max<int64_t>(channels, 1);
   std::vector<float> mean(static_cast<size_t>(channels), 0.0f);
-  std::vector<float> std(static_cast<size_t>(channels), 1.0f);
+  std::vector<float> stdev(static_cast<size_t>(channels), 1.0f);
   for (int64_t c = 0; c < channels; ++c) {
     if (c < pre->mean_size()) mean[static_cast<size_t>(c)] = pre->mean(static_cast<int>(c));
-    if (c < pre->std_size()) std[static_cast<size_t>(c)] = pre->std(static_cast<int>(c));
+    if (c < pre->std_size()) stdev[static_cast<size_t>(c)] = pre->std(static_cast<int>(c));
   }
-  const auto convert = [&](size_t e, size_t c) { out[e] = (in[e] * scale - mean[c]) / std[c]; };
+  const auto convert = [&](size_t e, size_t c) { out[e] = (in[e] * scale - mean[c]) / stdev[c]; };
   if (nhwc) {
     const size_t n = static_cast<size_t>(channels);
     size_t e = 0;
@@ -276,7 +276,7 @@ void Uint8ToFloat(const uint8_t* in, size_t count, int64_t sample, int64_t plane
   for (size_t s = 0; s < count / static_cast<size_t>(sample); ++s) {
     for (int64_t k = 0; k < sample / plane; ++k) {
       const size_t c = static_cast<size_t>(k % channels);
-      const float m = mean[c], d = std[c];
+      const float m = mean[c], d = stdev[c];
       for (int64_t p = 0; p < plane; ++p, ++e) out[e] = (in[e] * scale - m) / d;
     }
   }

@@ -41,7 +41,8 @@ int64_t EncodedImagePixels(std::string_view bytes);
 void PreprocessImage(const Image& image, const inference::ModelPreprocessing& pre, bool hwc,
                      float* out);
 
-// UINT8 tensor elements to floats. With `pre` (the model's preprocessing feeds this input):
+// UINT8 tensor elements to floats. With `pre` (the model's preprocessing feeds this input, its
+// defaults applied: the scale is used as it is):
 // value = x * scale, then minus mean[c] and divided by std[c] where given, c being the channel of
 // the element: (e % sample) / plane % channels for NCHW, e % channels for NHWC. Without `pre`: x.
 void Uint8ToFloat(const uint8_t* in, size_t count, int64_t sample, int64_t plane, int64_t channels,

@@ -648,6 +648,16 @@ void Scheduler::WorkerLoop(Worker& worker) {
       if (stopping_ && queue_.empty()) return;
       continue;
     }
+    // From taking the batch to answering it (this iteration), the worker is at work.
+    struct Working {
+      ThreadBudget* budget;
+      explicit Working(ThreadBudget* b) : budget(b) {
+        if (budget) budget->BeginWork();
+      }
+      ~Working() {
+        if (budget) budget->EndWork();
+      }
+    } working(options_.budget);
     std::vector<Answer> answers = Execute(worker, std::move(batch), /*threads_held=*/false);
     bool more_queued, stopping;
     {

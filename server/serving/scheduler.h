@@ -73,11 +73,18 @@ class ThreadBudget {
   void Release(int n);
   // Threads taken now (a relaxed read: a hint that may be stale as soon as it is read).
   int busy() const { return busy_.load(std::memory_order_relaxed); }
+  // Workers between taking a batch and answering it (preparing inputs, decoding images, building
+  // answers) hold no threads of the budget outside the engine's run; they say so here.
+  void BeginWork() { working_.fetch_add(1, std::memory_order_relaxed); }
+  void EndWork() { working_.fetch_sub(1, std::memory_order_relaxed); }
+  // No thread taken and no worker at work (a hint, as busy()).
+  bool idle() const { return busy() == 0 && working_.load(std::memory_order_relaxed) == 0; }
 
  private:
   std::mutex mutex_;
   std::condition_variable cv_;
   std::atomic<int> busy_{0};
+  std::atomic<int> working_{0};
   int available_;
   const int total_;
 };

@@ -246,5 +246,39 @@ TEST(Uint8ToFloat, MatchesTheNaiveFormulaForEveryLayout) {
   EXPECT_EQ(checked, 10);
 }
 
+// Counts that do not fill whole samples or pixels, and samples that are not whole planes, take
+// the general path; it follows the same formula.
+TEST(Uint8ToFloat, IrregularCountsFollowTheSameFormula) {
+  inference::ModelPreprocessing pre;
+  pre.set_scale(0.5f);
+  for (float m : {1.0f, 2.0f, 3.0f}) pre.add_mean(m);
+  for (float s : {2.0f, 4.0f, 8.0f}) pre.add_std(s);
+  struct Case {
+    size_t count;
+    int64_t sample, plane, channels;
+    bool nhwc;
+  };
+  for (const Case& c : std::vector<Case>{{2 * 12 + 1, 12, 4, 3, false},  // a partial sample
+                                         {2 * 12 + 2, 12, 4, 3, true},   // a partial pixel
+                                         {2 * 10, 10, 4, 3, false},      // 10 is not 4 + 4 + 4
+                                         {7, 0, 0, 0, false}}) {         // no usable dims
+    std::vector<uint8_t> in(c.count);
+    for (size_t e = 0; e < c.count; ++e) in[e] = static_cast<uint8_t>(e * 37 % 256);
+    std::vector<float> got(c.count, -99.0f);
+    serving::Uint8ToFloat(in.data(), c.count, c.sample, c.plane, c.channels, c.nhwc, &pre,
+                          got.data());
+    const int64_t channels = std::max<int64_t>(c.channels, 1);
+    for (size_t e = 0; e < c.count; ++e) {
+      const int64_t i = static_cast<int64_t>(e);
+      const int64_t ch =
+          c.nhwc ? i % channels
+                 : (i % std::max<int64_t>(c.sample, 1)) / std::max<int64_t>(c.plane, 1) % channels;
+      const float want =
+          (in[e] * 0.5f - pre.mean(static_cast<int>(ch))) / pre.std(static_cast<int>(ch));
+      ASSERT_FLOAT_EQ(got[e], want) << "count " << c.count << " element " << e;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace convserve::testing

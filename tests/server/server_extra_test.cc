@@ -369,6 +369,7 @@ TEST_F(ServerExtraTest, TwoGrpcThreadsAnswerEveryCallAndShutDown) {
   api::ServerOptions options;
   options.metrics_port = 0;
   options.grpc_threads = 2;
+  options.grpc_spin_us = 200'000;  // ignored with more than one thread: none spins
   StartServer(options);
   std::vector<std::future<std::pair<grpc::Status, inference::ModelInferResponse>>> answers;
   for (int i = 0; i < 16; ++i) {
@@ -407,6 +408,7 @@ TEST_F(ServerExtraTest, TwoGrpcThreadsAnswerEveryCallAndShutDown) {
   auto shutdown = std::async(std::launch::async, [this] { return server_->Shutdown(); });
   ASSERT_EQ(shutdown.wait_for(kWait), std::future_status::ready) << "shutdown hangs";
   EXPECT_TRUE(shutdown.get());
+  EXPECT_EQ(server_->grpc_waits().spin_hits, 0);
 }
 
 // --grpc-spin-us: after an event the gRPC thread looks for the next one without sleeping, so calls
@@ -416,7 +418,7 @@ TEST_F(ServerExtraTest, TwoGrpcThreadsAnswerEveryCallAndShutDown) {
 TEST_F(ServerExtraTest, GrpcThreadSpinsForTheNextCallOnlyWhileComputeIsIdle) {
   api::ServerOptions options;
   options.metrics_port = -1;
-  options.grpc_spin_us = 500'000;  // long enough that back-to-back calls always find it spinning
+  options.grpc_spin_us = 200'000;  // long enough that back-to-back calls always find it spinning
   StartServer(options);
   auto live = [&] {
     grpc::ClientContext context;
@@ -428,14 +430,22 @@ TEST_F(ServerExtraTest, GrpcThreadSpinsForTheNextCallOnlyWhileComputeIsIdle) {
   for (int i = 0; i < 5; ++i) ASSERT_TRUE(live());
   EXPECT_GE(server_->grpc_waits().spin_hits - before.spin_hits, 5);
 
-  {
-    BudgetHold hold(server_->core().thread_budget());
-    // This call may still be found by a spin that began before the hold; none after it.
+  // Neither while compute threads are taken nor while a worker prepares or answers a batch.
+  serving::ThreadBudget& budget = server_->core().thread_budget();
+  for (const bool compute : {true, false}) {
+    std::optional<BudgetHold> hold;
+    if (compute) {
+      hold.emplace(budget);
+    } else {
+      budget.BeginWork();
+    }
+    // This call may still be found by a spin that began before; none after it.
     ASSERT_TRUE(live());
     const api::Server::GrpcWaits held_before = server_->grpc_waits();
     for (int i = 0; i < 5; ++i) ASSERT_TRUE(live());
     const api::Server::GrpcWaits held = server_->grpc_waits();
-    EXPECT_EQ(held.spin_hits, held_before.spin_hits);
+    if (!compute) budget.EndWork();
+    EXPECT_EQ(held.spin_hits, held_before.spin_hits) << (compute ? "threads taken" : "at work");
     EXPECT_GE(held.sleeps - held_before.sleeps, 5);
   }
 
