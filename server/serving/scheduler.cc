@@ -708,12 +708,16 @@ absl::Status Scheduler::PrepareInputs(const Pending& pending,
         out.resize(tensor.data.size());
         const bool normalize =
             config.has_preprocessing() && config.preprocessing().input() == input.name();
-        // Channel of element e for NCHW / NHWC (per-sample dims exclude the batch).
-        const int64_t sample = Product({input.dims().begin(), input.dims().end()});
-        const int n = input.dims_size();
+        // Channel of element e for NCHW / NHWC, from the request's per-sample dims (its shape
+        // without the batch): the config's may be variable (-1).
+        const std::vector<int64_t> dims(
+            tensor.shape.begin() + (max_batch_size_ > 0 && !tensor.shape.empty() ? 1 : 0),
+            tensor.shape.end());
+        const int64_t sample = Product(dims);
+        const size_t n = dims.size();
         const bool nhwc = input.format() == inference::ModelInput::FORMAT_NHWC;
-        const int64_t channels = n >= 3 ? (nhwc ? input.dims(n - 1) : input.dims(n - 3)) : 1;
-        const int64_t plane = n >= 3 ? input.dims(n - 2) * input.dims(n - 1) : sample;
+        const int64_t channels = n >= 3 ? (nhwc ? dims[n - 1] : dims[n - 3]) : 1;
+        const int64_t plane = n >= 3 ? dims[n - 2] * dims[n - 1] : sample;
         Uint8ToFloat(bytes, out.size(), sample, plane, channels, nhwc,
                      normalize ? &config.preprocessing() : nullptr, out.data());
         data[i] = out.data();

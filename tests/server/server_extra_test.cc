@@ -826,6 +826,44 @@ TEST_F(ServerExtraTest, RequestsThatArrivedTogetherRunAsOneBatchOnTheLastOnesThr
   EXPECT_TRUE(grouped) << "never ran as one group:" << attempts;
 }
 
+// UINT8 input normalised with the config's scale, mean and std, where the config leaves the
+// channel dim variable (-1): the per-sample dims come from the request's shape. Oracle: the linear
+// model's logits for (x * scale - mean) / std computed here.
+TEST_F(ServerExtraTest, Uint8InputIsNormalizedWithMeanAndStdAlsoWithAVariableChannelDim) {
+  StartServerWithModel("u8var", R"(name: "u8var"
+max_batch_size: 4
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ -1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+preprocessing { color_format: GRAY width: 28 height: 28 scale: 0.5 mean: [ 3.0 ] std: [ 4.0 ] }
+)",
+                       0.0f);
+  ASSERT_NE(server_, nullptr);
+  inference::ModelInferRequest request;
+  request.set_model_name("u8var");
+  auto* input = request.add_inputs();
+  input->set_name("input");
+  input->set_datatype("UINT8");
+  for (int64_t d : {1, 1, 28, 28}) input->add_shape(d);
+  std::string bytes(28 * 28, '\0');
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7 % 251);
+  request.add_raw_input_contents(bytes);
+  inference::ModelInferResponse response;
+  const grpc::Status status = Infer(request, &response);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  std::vector<float> pixels(bytes.size());
+  for (size_t i = 0; i < bytes.size(); ++i) {
+    pixels[i] = (static_cast<float>(static_cast<uint8_t>(bytes[i])) * 0.5f - 3.0f) / 4.0f;
+  }
+  const auto expected = LinearLogits(pixels.data(), 0.0f);
+  ASSERT_EQ(response.raw_output_contents_size(), 1);
+  ASSERT_EQ(response.raw_output_contents(0).size(), 10 * sizeof(float));
+  for (int k = 0; k < 10; ++k) {
+    float value;
+    std::memcpy(&value, response.raw_output_contents(0).data() + k * sizeof(float), sizeof(float));
+    EXPECT_NEAR(value, expected[k], 1e-3f * std::max(1.0f, std::abs(expected[k]))) << k;
+  }
+}
+
 // An image that would take long to decode is not decoded on the thread that received it: past
 // kInlineMaxImagePixels (by its header) the request goes to the worker, and is still answered.
 TEST_F(ServerExtraTest, LargeImageIsDecodedOnAWorkerNotInline) {
