@@ -838,21 +838,15 @@ preprocessing { color_format: GRAY width: 28 height: 28 scale: 0.5 mean: [ 3.0 ]
 )",
                        0.0f);
   ASSERT_NE(server_, nullptr);
-  inference::ModelInferRequest request;
-  request.set_model_name("u8var");
-  auto* input = request.add_inputs();
-  input->set_name("input");
-  input->set_datatype("UINT8");
-  for (int64_t d : {1, 1, 28, 28}) input->add_shape(d);
-  std::string bytes(28 * 28, '\0');
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(i * 7 % 251);
-  request.add_raw_input_contents(bytes);
+  std::vector<uint8_t> bytes(28 * 28);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i * 7 % 251);
+  const inference::ModelInferRequest request = Uint8Request("u8var", bytes);
   inference::ModelInferResponse response;
   const grpc::Status status = Infer(request, &response);
   ASSERT_TRUE(status.ok()) << status.error_message();
   std::vector<float> pixels(bytes.size());
   for (size_t i = 0; i < bytes.size(); ++i) {
-    pixels[i] = (static_cast<float>(static_cast<uint8_t>(bytes[i])) * 0.5f - 3.0f) / 4.0f;
+    pixels[i] = (static_cast<float>(bytes[i]) * 0.5f - 3.0f) / 4.0f;
   }
   const auto expected = LinearLogits(pixels.data(), 0.0f);
   ASSERT_EQ(response.raw_output_contents_size(), 1);

@@ -241,14 +241,7 @@ TEST_F(ServerTest, ModelStatisticsReportsTheMemoryTheModelHolds) {
 
 TEST_F(ServerTest, Uint8InputIsScaledByPreprocessing) {
   StartServer();
-  inference::ModelInferRequest request;
-  request.set_model_name("tiny");
-  auto* input = request.add_inputs();
-  input->set_name("input");
-  input->set_datatype("UINT8");
-  for (int64_t d : {1, 1, 28, 28}) input->add_shape(d);
-  const std::vector<uint8_t> image = PatternImage(5);
-  request.add_raw_input_contents(std::string(image.begin(), image.end()));
+  const inference::ModelInferRequest request = Uint8Request("tiny", PatternImage(5));
   inference::ModelInferResponse response;
   ASSERT_TRUE(Infer(request, &response).ok());
   const std::vector<float> pixels = PatternFloats(5);

@@ -118,6 +118,20 @@ std::vector<float> PatternFloats(int label) {
   return out;
 }
 
+inference::ModelInferRequest Uint8Request(const std::string& model,
+                                          const std::vector<uint8_t>& pixels) {
+  inference::ModelInferRequest request;
+  request.set_model_name(model);
+  auto* input = request.add_inputs();
+  input->set_name("input");
+  input->set_datatype("UINT8");
+  for (int64_t d : {int64_t{1}, int64_t{1}, int64_t{kImageSide}, int64_t{kImageSide}}) {
+    input->add_shape(d);
+  }
+  request.add_raw_input_contents(std::string(pixels.begin(), pixels.end()));
+  return request;
+}
+
 inference::ModelInferRequest PatternRequest(const std::string& model,
                                             const std::vector<int>& labels, bool raw) {
   inference::ModelInferRequest request;

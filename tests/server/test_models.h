@@ -35,6 +35,11 @@ std::vector<float> PatternFloats(int label);
 inference::ModelInferRequest PatternRequest(const std::string& model,
                                             const std::vector<int>& labels, bool raw = true);
 
+// A ModelInfer request for the linear test model: input "input" UINT8 [1, 1, 28, 28] holding
+// `pixels` (28 * 28 bytes) in raw_input_contents.
+inference::ModelInferRequest Uint8Request(const std::string& model,
+                                          const std::vector<uint8_t>& pixels);
+
 std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height);
 std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height);
 
