@@ -68,6 +68,7 @@ void AsyncRpc::Run(std::chrono::microseconds spin) {
                grpc::CompletionQueue::GOT_EVENT) {
       take();
     }
+    if (batch_begin_) batch_begin_();
     for (size_t i = 0; i < ready.size(); ++i) {
       int behind = 0;
       if (ready[i].method != nullptr) {
@@ -77,6 +78,7 @@ void AsyncRpc::Run(std::chrono::microseconds spin) {
       ready[i].tag->Proceed(ready[i].ok);
     }
     calls_ready_behind = 0;
+    if (batch_end_) batch_end_();
   }
 }
 

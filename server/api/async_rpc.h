@@ -104,6 +104,13 @@ class AsyncRpc {
   };
   void AddMethod(std::unique_ptr<Method> method) { methods_.push_back(std::move(method)); }
 
+  // Called by a thread before and after it acts on the events it took at once (before Start):
+  // the server defers the workers' wake-ups for requests that arrived together until the end.
+  void SetEventBatchHooks(std::function<void()> begin, std::function<void()> end) {
+    batch_begin_ = std::move(begin);
+    batch_end_ = std::move(end);
+  }
+
   // Before BuildAndStart.
   void AddTo(grpc::ServerBuilder& builder);
   // After BuildAndStart: every method starts waiting for a call; the threads start.
@@ -136,6 +143,7 @@ class AsyncRpc {
   const int num_threads_;
   const std::chrono::microseconds spin_;
   const std::function<bool()> may_spin_;
+  std::function<void()> batch_begin_, batch_end_;
   const std::shared_ptr<WaitCounts> waits_ = std::make_shared<WaitCounts>();
   std::unique_ptr<grpc::ServerCompletionQueue> queue_;
   std::vector<std::unique_ptr<Method>> methods_;

@@ -166,6 +166,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   impl->rpc = std::make_unique<AsyncRpc>(options.grpc_threads,
                                          std::chrono::microseconds(options.grpc_spin_us),
                                          [budget] { return budget->idle(); });
+  impl->rpc->SetEventBatchHooks(&serving::Scheduler::BeginDeferringWakes,
+                                &serving::Scheduler::EndDeferringWakes);
   if (impl->metrics != nullptr) {
     impl->metrics->AddScrapedCounter(
         "convserve_grpc_waits_total",

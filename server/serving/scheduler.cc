@@ -373,6 +373,37 @@ bool ImagesFitInline(const InferRequest& request) {
 
 }  // namespace
 
+namespace {
+
+// The schedulers whose wake-ups this thread deferred (BeginDeferringWakes).
+struct DeferredWakes {
+  int depth = 0;
+  std::vector<std::weak_ptr<Scheduler>> schedulers;
+};
+thread_local DeferredWakes deferred_wakes;
+
+}  // namespace
+
+void Scheduler::BeginDeferringWakes() { ++deferred_wakes.depth; }
+
+void Scheduler::EndDeferringWakes() {
+  if (deferred_wakes.depth == 0 || --deferred_wakes.depth > 0) return;
+  std::vector<std::weak_ptr<Scheduler>> schedulers;
+  schedulers.swap(deferred_wakes.schedulers);
+  for (const auto& weak : schedulers) {
+    if (std::shared_ptr<Scheduler> scheduler = weak.lock()) scheduler->WakeIfQueued();
+  }
+}
+
+void Scheduler::WakeIfQueued() {
+  bool wake;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    wake = !queue_.empty() || stopping_;
+  }
+  if (wake) cv_.notify_all();
+}
+
 void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback callback,
                        Clock::time_point arrival) {
   Pending pending;
@@ -388,7 +419,8 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
   bool run_inline = false;
   std::vector<Pending> group;
   pending.images_fit_inline = ImagesFitInline(*pending.request);
-  const bool may_run_inline = !pending.request->followed && pending.images_fit_inline;
+  const bool followed = pending.request->followed;
+  const bool may_run_inline = !followed && pending.images_fit_inline;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) {
@@ -427,6 +459,17 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
   }
   if (options_.metrics) {
     options_.metrics->QueueDepthChanged(model_->name, model_->version_string(), depth);
+  }
+  if (followed && deferred_wakes.depth > 0) {
+    std::weak_ptr<Scheduler> self = weak_from_this();
+    if (!self.expired()) {
+      auto& list = deferred_wakes.schedulers;
+      const bool listed = std::any_of(list.begin(), list.end(), [&](const auto& w) {
+        return !w.owner_before(self) && !self.owner_before(w);
+      });
+      if (!listed) list.push_back(std::move(self));
+      return;
+    }
   }
   cv_.notify_all();
 }

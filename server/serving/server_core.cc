@@ -78,15 +78,16 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(ServerCoreOptions
         Scheduler::Create(model, scheduler_options);
     if (!scheduler.ok()) return scheduler.status();
     std::weak_ptr<Reaper> reaper = self->reaper_;
-    return std::shared_ptr<repository::Servable>(scheduler->release(),
-                                                 [reaper](repository::Servable* servable) {
-                                                   auto* s = static_cast<Scheduler*>(servable);
-                                                   if (auto r = reaper.lock()) {
-                                                     r->Retire(s);
-                                                   } else {
-                                                     delete s;
-                                                   }
-                                                 });
+    // Owned as a Scheduler, so that it can hand out weak pointers to itself.
+    return std::shared_ptr<Scheduler>(scheduler->release(),
+                                      [reaper](repository::Servable* servable) {
+                                        auto* s = static_cast<Scheduler*>(servable);
+                                        if (auto r = reaper.lock()) {
+                                          r->Retire(s);
+                                        } else {
+                                          delete s;
+                                        }
+                                      });
   };
   auto listener = [self](const repository::LoadEvent& event) {
     switch (event.kind) {

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <future>
 #include <map>
@@ -71,6 +72,22 @@ bool PollUntil(F done) {
     std::this_thread::yield();
   }
   return true;
+}
+
+// The scheduler state letter (R, S, D, ...) of this process's thread named `name`, or 0.
+char ThreadState(const std::string& name) {
+  for (const auto& task : std::filesystem::directory_iterator("/proc/self/task")) {
+    std::ifstream comm(task.path() / "comm");
+    std::string thread_name;
+    std::getline(comm, thread_name);
+    if (thread_name != name) continue;
+    std::ifstream stat(task.path() / "stat");
+    std::string line;
+    std::getline(stat, line);
+    const size_t paren = line.rfind(')');  // the name may hold spaces; the state follows it
+    return paren != std::string::npos && paren + 2 < line.size() ? line[paren + 2] : '\0';
+  }
+  return '\0';
 }
 
 // Holds all of the server's compute threads while alive (released at most once).
@@ -856,6 +873,33 @@ preprocessing { color_format: GRAY width: 28 height: 28 scale: 0.5 mean: [ 3.0 ]
     std::memcpy(&value, response.raw_output_contents(0).data() + k * sizeof(float), sizeof(float));
     EXPECT_NEAR(value, expected[k], 1e-3f * std::max(1.0f, std::abs(expected[k]))) << k;
   }
+}
+
+// While the gRPC thread acts on events it took at once, a request that arrived with others is
+// queued without waking the worker (the last of them may take them all); the end of those events
+// wakes it, and the request is answered. Deterministic: nothing else wakes the idle worker.
+TEST_F(ServerExtraTest, WakeForRequestsThatArrivedTogetherWaitsForTheEndOfTheirEvents) {
+  auto scheduler = StartServerFor("tiny");
+  ASSERT_NE(scheduler, nullptr);
+  // The worker must be asleep, waiting for requests: one still on its way there would find the
+  // request queued without being woken.
+  ASSERT_TRUE(PollUntil([] {
+    static Steady::time_point asleep_since = Steady::time_point::max();
+    const bool asleep = ThreadState("cs-w:tiny") == 'S';
+    if (!asleep) asleep_since = Steady::time_point::max();
+    if (asleep && asleep_since == Steady::time_point::max()) asleep_since = Steady::now();
+    return asleep && Steady::now() - asleep_since > std::chrono::milliseconds(20);
+  })) << "the worker never slept";
+  serving::Scheduler::BeginDeferringWakes();
+  auto followed = CoreInfer("tiny", Steady::time_point::max(), /*followed=*/true, 3);
+  const bool answered_early =
+      followed.wait_for(std::chrono::milliseconds(100)) == std::future_status::ready;
+  const int64_t queued = scheduler->queue_depth();
+  serving::Scheduler::EndDeferringWakes();
+  EXPECT_FALSE(answered_early) << "the worker was woken before the events' end";
+  EXPECT_EQ(queued, 1);
+  ASSERT_EQ(followed.wait_for(kWait), std::future_status::ready) << "never woken";
+  EXPECT_TRUE(HoldsLogitsOf(followed.get(), 3));
 }
 
 // An image that would take long to decode is not decoded on the thread that received it: past
