@@ -57,7 +57,6 @@ void ThreadBudget::Acquire(int n) {
   std::unique_lock<std::mutex> lock(mutex_);
   cv_.wait(lock, [&] { return available_ >= n; });
   available_ -= n;
-  busy_.store(total_ - available_, std::memory_order_relaxed);
 }
 
 bool ThreadBudget::TryAcquire(int n) {
@@ -65,7 +64,6 @@ bool ThreadBudget::TryAcquire(int n) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (available_ < n) return false;
   available_ -= n;
-  busy_.store(total_ - available_, std::memory_order_relaxed);
   return true;
 }
 
@@ -74,7 +72,6 @@ void ThreadBudget::Release(int n) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     available_ += n;
-    busy_.store(total_ - available_, std::memory_order_relaxed);
   }
   cv_.notify_all();
 }
@@ -370,10 +367,6 @@ bool ImagesFitInline(const InferRequest& request) {
   }
   return true;
 }
-
-}  // namespace
-
-namespace {
 
 // The schedulers whose wake-ups this thread deferred (BeginDeferringWakes).
 struct DeferredWakes {

@@ -72,7 +72,7 @@ class ThreadBudget {
   bool TryAcquire(int n);
   void Release(int n);
   // Threads taken now (a relaxed read: a hint that may be stale as soon as it is read).
-  int busy() const { return busy_.load(std::memory_order_relaxed); }
+  int busy() const { return total_ - available_.load(std::memory_order_relaxed); }
   // Workers between taking a batch and answering it (preparing inputs, decoding images, building
   // answers) hold no threads of the budget outside the engine's run; they say so here.
   void BeginWork() { working_.fetch_add(1, std::memory_order_relaxed); }
@@ -83,9 +83,8 @@ class ThreadBudget {
  private:
   std::mutex mutex_;
   std::condition_variable cv_;
-  std::atomic<int> busy_{0};
   std::atomic<int> working_{0};
-  int available_;
+  std::atomic<int> available_;  // changed under mutex_; read without it by busy()
   const int total_;
 };
 
