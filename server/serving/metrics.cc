@@ -68,6 +68,7 @@ struct PrometheusMetrics::Impl {
   prometheus::Family<prometheus::Histogram>* batch = nullptr;
   prometheus::Family<prometheus::Gauge>* queue_depth = nullptr;
   prometheus::Family<prometheus::Counter>* loads = nullptr;
+  prometheus::Family<prometheus::Counter>* unserved = nullptr;
   std::vector<std::shared_ptr<ScrapedCounter>> scraped;
 
   // The series of one model, looked up once: prometheus-cpp's Family::Add builds a new metric
@@ -182,6 +183,13 @@ absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Start(
                      .Name("convserve_model_load_events_total")
                      .Help("Model load events by model and outcome (loaded, failed, unloaded)")
                      .Register(registry);
+  impl->unserved = &prometheus::BuildCounter()
+                        .Name("convserve_unserved_requests_total")
+                        .Help(
+                            "Inference requests for a model or version not served (unknown, "
+                            "unloaded or not ready) by outcome; not per model, as the names "
+                            "come from clients")
+                        .Register(registry);
   impl->bind_address = bind_address;
   try {
     impl->exposer = std::make_unique<prometheus::Exposer>(bind_address);
@@ -255,6 +263,10 @@ void PrometheusMetrics::ModelLoadEvent(const repository::LoadEvent& event) {
                         : event.kind == repository::LoadEvent::Kind::kFailed ? "failed"
                                                                              : "unloaded";
   impl_->loads->Add({{"model", event.model}, {"outcome", outcome}}).Increment();
+}
+
+void PrometheusMetrics::UnservedRequest(absl::StatusCode code) {
+  impl_->unserved->Add({{"outcome", absl::StatusCodeToString(code)}}).Increment();
 }
 
 }  // namespace convserve::serving

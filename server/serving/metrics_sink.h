@@ -20,6 +20,10 @@ class MetricsSink {
   virtual void QueueDepthChanged(const std::string& model, const std::string& version,
                                  int64_t depth) = 0;
   virtual void ModelLoadEvent(const repository::LoadEvent& event) = 0;
+  // A request for a model or version that is not served (unknown, unloaded or not ready) was
+  // answered `code`. Not per model: the names come from clients, and every new one would be a
+  // new series.
+  virtual void UnservedRequest(absl::StatusCode code) = 0;
 };
 
 }  // namespace convserve::serving

@@ -208,6 +208,7 @@ void ServerCore::Infer(const std::string& name, const std::string& version,
   if (!served.ok()) {
     spdlog::warn("request '{}' for model '{}' failed: {}", request->id, name,
                  std::string(served.status().message()));
+    if (options_.metrics) options_.metrics->UnservedRequest(served.status().code());
     callback(served.status());
     return;
   }
@@ -231,6 +232,7 @@ void ServerCore::Reject(const std::string& name, const std::string& version,
   if (!served.ok()) {
     spdlog::warn("request '{}' for model '{}' failed: {}", request_id, name,
                  std::string(status.message()));
+    if (options_.metrics) options_.metrics->UnservedRequest(status.code());
     callback(status);
     return;
   }

@@ -38,6 +38,7 @@ namespace {
 
 using inference::GRPCInferenceService;
 using ::testing::HasSubstr;
+using ::testing::Not;
 using Steady = std::chrono::steady_clock;
 
 constexpr auto kWait = std::chrono::seconds(30);  // upper bound of every poll below
@@ -570,6 +571,11 @@ TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
     EXPECT_EQ(Infer(bad, &response).error_code(), grpc::StatusCode::INVALID_ARGUMENT);
   }
 
+  for (const char* unserved : {"no-such-model", "no-such-model-either"}) {
+    inference::ModelInferResponse response;
+    EXPECT_EQ(Infer(Request(unserved, 1), &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+
   const std::string http = HttpGet(port, "/metrics");
   ASSERT_THAT(http, HasSubstr(" 200 ")) << http;
   const std::string text = http.substr(http.find("\r\n\r\n") + 4);
@@ -595,6 +601,9 @@ TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
   expect(R"(convserve_batch_size_sum{model="tiny"})", 3);
   expect(R"(convserve_batch_size_bucket{model="tiny",le="1"})", 3);
   expect(R"(convserve_queue_depth{model="tiny",version="1"})", 0);
+  // Requests for models not served: counted once, not per (client-chosen) name.
+  expect(R"(convserve_unserved_requests_total{outcome="NOT_FOUND"})", 2);
+  EXPECT_THAT(text, Not(HasSubstr("no-such-model")));
   expect(R"(convserve_model_load_events_total{model="tiny",outcome="loaded"})", 1);
   expect(R"(convserve_model_load_events_total{model="derived",outcome="loaded"})", 1);
   expect(R"(convserve_model_load_events_total{model="badfile",outcome="failed"})", 1);
