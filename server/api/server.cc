@@ -158,6 +158,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   builder.SetMaxReceiveMessageSize(static_cast<int>(
       std::min<int64_t>(options.max_request_bytes, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(-1);
+  // gRPC sets SO_REUSEPORT by default: a second server on a port in use would start and take a
+  // share of its connections instead of failing.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   // gRPC threads spin for the next call only while no compute thread is busy and no worker
   // prepares or answers a batch: the spin would
   // take a core from the computation (with --threads 1 at concurrency 8, fashion-k3's

@@ -552,6 +552,25 @@ TEST_F(ServerExtraTest, ShutdownUnderClosedLoopLoadAnswersOnlyOkOrUnavailable) {
   EXPECT_GE(codes[grpc::StatusCode::UNAVAILABLE], kClients * 3);
 }
 
+TEST_F(ServerExtraTest, SecondServerOnAPortInUseFailsToStart) {
+  StartServer(api::ServerOptions{});
+  api::ServerOptions options;
+  options.model_repository = root_.string();
+  options.grpc_address = "127.0.0.1";
+  options.grpc_port = server_->grpc_port();
+  options.metrics_port = 0;
+  auto second = api::Server::Start(options);
+  ASSERT_FALSE(second.ok()) << "a second server started on port " << server_->grpc_port();
+  EXPECT_EQ(second.status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_THAT(
+      second.status().message(),
+      HasSubstr(absl::StrCat("cannot listen for gRPC on 127.0.0.1:", server_->grpc_port())));
+  // The first server still answers.
+  inference::ModelInferResponse response;
+  grpc::Status status = Infer(Request("tiny", 1), &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
 TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
   api::ServerOptions options;
   options.metrics_port = -1;
