@@ -29,8 +29,8 @@ std::string_view BytesOf(const google::protobuf::RepeatedField<T>& field) {
 // The typed contents of `datatype` as little-endian bytes; views into the message where the
 // wire type matches the datatype, converted into `owned` otherwise.
 absl::Status TypedContents(const inference::InferTensorContents& contents,
-                           const std::string& datatype, serving::InputTensor& tensor,
-                           std::vector<std::string>& owned) {
+                           const std::string& datatype, const std::string& model,
+                           serving::InputTensor& tensor, std::vector<std::string>& owned) {
   auto narrow = [&](const auto& field, auto type_tag) {
     using T = decltype(type_tag);
     std::string buffer(field.size() * sizeof(T), '\0');
@@ -65,27 +65,35 @@ absl::Status TypedContents(const inference::InferTensorContents& contents,
     narrow(contents.bool_contents(), uint8_t{});
   } else if (datatype == "BYTES") {
     for (const std::string& element : contents.bytes_contents()) tensor.elements.push_back(element);
+  } else if (datatype == "FP16" || datatype == "BF16") {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "input '", tensor.name, "' of model '", model, "': datatype ", datatype,
+        " has no typed contents field in the protocol: send it in raw_input_contents"));
   } else {
     return absl::InvalidArgumentError(absl::StrCat(
-        "input '", tensor.name, "': datatype '", datatype, "' is not supported in typed contents"));
+        "input '", tensor.name, "' of model '", model, "': datatype '", datatype,
+        "' is not a datatype of the protocol (BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, "
+        "INT32, INT64, FP16, FP32, FP64, BYTES)"));
   }
   return absl::OkStatus();
 }
 
-absl::Status ParseRawBytes(std::string_view raw, serving::InputTensor& tensor) {
+absl::Status ParseRawBytes(std::string_view raw, const std::string& model,
+                           serving::InputTensor& tensor) {
   size_t offset = 0;
   while (offset < raw.size()) {
     if (raw.size() - offset < 4) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "input '", tensor.name, "': raw BYTES contents end inside an element's 4-byte length"));
+      return absl::InvalidArgumentError(
+          absl::StrCat("input '", tensor.name, "' of model '", model,
+                       "': raw BYTES contents end inside an element's 4-byte length"));
     }
     uint32_t length;
     std::memcpy(&length, raw.data() + offset, 4);
     offset += 4;
     if (raw.size() - offset < length) {
       return absl::InvalidArgumentError(
-          absl::StrCat("input '", tensor.name, "': raw BYTES element of ", length,
-                       " bytes overruns the ", raw.size(), " bytes of raw contents"));
+          absl::StrCat("input '", tensor.name, "' of model '", model, "': raw BYTES element of ",
+                       length, " bytes overruns the ", raw.size(), " bytes of raw contents"));
     }
     tensor.elements.push_back(raw.substr(offset, length));
     offset += length;
@@ -118,13 +126,13 @@ absl::Status ConvertRequest(const inference::ModelInferRequest& wire,
       tensor.from_raw = true;
       const std::string& bytes = wire.raw_input_contents(i);
       if (tensor.datatype == "BYTES") {
-        RETURN_IF_ERROR(ParseRawBytes(bytes, tensor));
+        RETURN_IF_ERROR(ParseRawBytes(bytes, wire.model_name(), tensor));
       } else {
         tensor.data = bytes;
       }
     } else {
-      RETURN_IF_ERROR(
-          TypedContents(input.contents(), tensor.datatype, tensor, request.owned_buffers));
+      RETURN_IF_ERROR(TypedContents(input.contents(), tensor.datatype, wire.model_name(), tensor,
+                                    request.owned_buffers));
     }
     request.inputs.push_back(std::move(tensor));
   }
@@ -139,13 +147,14 @@ absl::Status ConvertRequest(const inference::ModelInferRequest& wire,
       } else if (p.parameter_choice_case() == inference::InferParameter::kUint64Param) {
         requested.classification = static_cast<int64_t>(p.uint64_param());
       } else {
-        return absl::InvalidArgumentError(absl::StrCat(
-            "output '", output.name(), "': parameter 'classification' must be an int64"));
+        return absl::InvalidArgumentError(
+            absl::StrCat("output '", output.name(), "' of model '", wire.model_name(),
+                         "': parameter 'classification' must be an int64"));
       }
       if (requested.classification <= 0) {
         return absl::InvalidArgumentError(absl::StrCat(
-            "output '", output.name(), "': parameter 'classification' must be > 0, got ",
-            requested.classification));
+            "output '", output.name(), "' of model '", wire.model_name(),
+            "': parameter 'classification' must be > 0, got ", requested.classification));
       }
     }
     request.outputs.push_back(std::move(requested));

@@ -186,9 +186,9 @@ absl::StatusOr<std::unique_ptr<PrometheusMetrics>> PrometheusMetrics::Start(
   impl->unserved = &prometheus::BuildCounter()
                         .Name("convserve_unserved_requests_total")
                         .Help(
-                            "Inference requests for a model or version not served (unknown, "
-                            "unloaded or not ready) by outcome; not per model, as the names "
-                            "come from clients")
+                            "Inference requests for a model or version that does not exist "
+                            "(NOT_FOUND), by outcome; not per model, as the names come from "
+                            "clients")
                         .Register(registry);
   impl->bind_address = bind_address;
   try {

@@ -20,9 +20,9 @@ class MetricsSink {
   virtual void QueueDepthChanged(const std::string& model, const std::string& version,
                                  int64_t depth) = 0;
   virtual void ModelLoadEvent(const repository::LoadEvent& event) = 0;
-  // A request for a model or version that is not served (unknown, unloaded or not ready) was
-  // answered `code`. Not per model: the names come from clients, and every new one would be a
-  // new series.
+  // A request for a model or version that does not exist was answered `code` (NOT_FOUND). Not
+  // per model: the names come from clients, and every new one would be a new series. (Requests
+  // for a model of the repository that is not ready count in RequestDone.)
   virtual void UnservedRequest(absl::StatusCode code) = 0;
 };
 

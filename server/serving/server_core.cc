@@ -206,9 +206,7 @@ void ServerCore::Infer(const std::string& name, const std::string& version,
   }
   absl::StatusOr<ServedModel> served = Get(name, version);
   if (!served.ok()) {
-    spdlog::warn("request '{}' for model '{}' failed: {}", request->id, name,
-                 std::string(served.status().message()));
-    if (options_.metrics) options_.metrics->UnservedRequest(served.status().code());
+    CountNotServed(name, request->id, served.status());
     callback(served.status());
     return;
   }
@@ -225,15 +223,29 @@ void ServerCore::Infer(const std::string& name, const std::string& version,
       arrival);
 }
 
+void ServerCore::CountNotServed(const std::string& name, const std::string& request_id,
+                                const absl::Status& status) {
+  spdlog::warn("request '{}' for model '{}' failed: {}", request_id, name,
+               std::string(status.message()));
+  if (options_.metrics == nullptr) return;
+  // NOT_FOUND: no such model (or version): the name is the client's, and counting per name
+  // would let clients add series without bound. Otherwise the model is in the repository (not
+  // loaded, or failed to load), and its requests count with its own.
+  if (status.code() == absl::StatusCode::kNotFound) {
+    options_.metrics->UnservedRequest(status.code());
+  } else {
+    options_.metrics->RequestDone(name, status.code(), 0.0, 0.0, 0.0);
+  }
+}
+
 void ServerCore::Reject(const std::string& name, const std::string& version,
                         const absl::Status& status, const std::string& request_id,
                         InferCallback callback) {
   absl::StatusOr<ServedModel> served = Get(name, version);
   if (!served.ok()) {
-    spdlog::warn("request '{}' for model '{}' failed: {}", request_id, name,
-                 std::string(status.message()));
-    if (options_.metrics) options_.metrics->UnservedRequest(status.code());
-    callback(status);
+    // The model is not served: that is the answer, whatever else is wrong with the request.
+    CountNotServed(name, request_id, served.status());
+    callback(served.status());
     return;
   }
   served->scheduler->Reject(status, request_id, std::move(callback), Clock::now());

@@ -102,6 +102,9 @@ class ServerCore {
   size_t held_refusals() const;
 
  private:
+  // Logs and counts a request for a model or version that is not served (`status`: why).
+  void CountNotServed(const std::string& name, const std::string& request_id,
+                      const absl::Status& status);
   explicit ServerCore(ServerCoreOptions options);
   void ControlLoop();
   // Runs `job` on the control thread; `done` gets its status. Once shutdown began, jobs still

@@ -571,6 +571,29 @@ TEST_F(ServerExtraTest, SecondServerOnAPortInUseFailsToStart) {
   EXPECT_TRUE(status.ok()) << status.error_message();
 }
 
+TEST_F(ServerExtraTest, TypedContentsOfDatatypesWithoutAFieldNameTheModelAndTheFix) {
+  StartServer(api::ServerOptions{});
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"FP16",
+       "input 'input' of model 'tiny': datatype FP16 has no typed contents field in the "
+       "protocol: send it in raw_input_contents"},
+      {"fp32",
+       "input 'input' of model 'tiny': datatype 'fp32' is not a datatype of the protocol "
+       "(BOOL, UINT8, UINT16, UINT32, UINT64, INT8, INT16, INT32, INT64, FP16, FP32, "
+       "FP64, BYTES)"}};
+  for (const auto& [datatype, message] : cases) {
+    inference::ModelInferRequest request = PatternRequest("tiny", {1}, /*raw=*/false);
+    request.mutable_inputs(0)->set_datatype(datatype);
+    inference::ModelInferResponse response;
+    grpc::Status status = Infer(request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << datatype;
+    EXPECT_EQ(status.error_message(), message);
+  }
+  inference::ModelInferResponse response;
+  grpc::Status status = Infer(Request("tiny", 1), &response);
+  EXPECT_TRUE(status.ok()) << status.error_message();
+}
+
 TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
   api::ServerOptions options;
   options.metrics_port = -1;
@@ -593,6 +616,21 @@ TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
   for (const char* unserved : {"no-such-model", "no-such-model-either"}) {
     inference::ModelInferResponse response;
     EXPECT_EQ(Infer(Request(unserved, 1), &response).error_code(), grpc::StatusCode::NOT_FOUND);
+  }
+  {
+    // A malformed request (one raw_input_contents too many) to a model that does not exist:
+    // NOT_FOUND comes first.
+    inference::ModelInferRequest malformed = Request("no-such-model", 1);
+    malformed.add_raw_input_contents("extra");
+    inference::ModelInferResponse response;
+    grpc::Status status = Infer(malformed, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::NOT_FOUND) << status.error_message();
+    EXPECT_THAT(status.error_message(), HasSubstr("no-such-model"));
+  }
+  {
+    inference::ModelInferResponse response;
+    grpc::Status status = Infer(Request("badfile", 1), &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
   }
 
   const std::string http = HttpGet(port, "/metrics");
@@ -620,9 +658,11 @@ TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
   expect(R"(convserve_batch_size_sum{model="tiny"})", 3);
   expect(R"(convserve_batch_size_bucket{model="tiny",le="1"})", 3);
   expect(R"(convserve_queue_depth{model="tiny",version="1"})", 0);
-  // Requests for models not served: counted once, not per (client-chosen) name.
-  expect(R"(convserve_unserved_requests_total{outcome="NOT_FOUND"})", 2);
+  // Requests for models that do not exist: counted once, not per (client-chosen) name; for a
+  // model of the repository that failed to load, with the model.
+  expect(R"(convserve_unserved_requests_total{outcome="NOT_FOUND"})", 3);
   EXPECT_THAT(text, Not(HasSubstr("no-such-model")));
+  expect(R"(convserve_requests_total{model="badfile",outcome="UNAVAILABLE"})", 1);
   expect(R"(convserve_model_load_events_total{model="tiny",outcome="loaded"})", 1);
   expect(R"(convserve_model_load_events_total{model="derived",outcome="loaded"})", 1);
   expect(R"(convserve_model_load_events_total{model="badfile",outcome="failed"})", 1);
