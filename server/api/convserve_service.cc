@@ -111,12 +111,21 @@ void FillComparison(const serving::LayerComparison& layer, convserve::v1::Kernel
 
 constexpr int kDefaultReportIterations = 50;
 
+// A report's answer: a measurement cancelled by a graceful stop (at --exit-timeout-secs, or before
+// it started) is UNAVAILABLE, as a request refused during the stop.
+grpc::Status ReportStatus(const absl::Status& status) {
+  if (status.code() == absl::StatusCode::kCancelled) {
+    return ToGrpcStatus(absl::UnavailableError(
+        "server shutting down: the report was cancelled (it had not finished at the exit "
+        "timeout)"));
+  }
+  return ToGrpcStatus(status);
+}
+
 class ConvServeService final : public convserve::v1::ConvServe::AsyncService {
  public:
   ConvServeService(serving::ServerCore* core, AsyncRpc& rpc)
-      : core_(core),
-        reports_(std::make_unique<serving::ReportRunner>(&core->thread_budget(),
-                                                         core->options().threads)) {
+      : core_(core), reports_(&core->reports()) {
     using S = convserve::v1::ConvServe::AsyncService;
     auto serve = [&](auto request, auto handler) {
       rpc.ServeUnary(this, request, std::bind_front(handler, this));
@@ -156,12 +165,12 @@ class ConvServeService final : public convserve::v1::ConvServe::AsyncService {
     response->set_batch_size(static_cast<int32_t>(batch));
     response->set_precision(served_precision);
     absl::Status posted = reports_->Post(
-        [model, batch, iterations, response, reply](int threads) {
-          auto profile = serving::ProfileModel(*model, batch, iterations, threads);
+        [model, batch, iterations, response, reply](int threads, const std::atomic<bool>* cancel) {
+          auto profile = serving::ProfileModel(*model, batch, iterations, threads, cancel);
           if (profile.ok()) FillLayerReport(*profile, response);
-          reply.Finish(ToGrpcStatus(profile.status()));
+          reply.Finish(ReportStatus(profile.status()));
         },
-        [reply] { reply.Finish(ToGrpcStatus(absl::UnavailableError("server shutting down"))); });
+        [reply] { reply.Finish(ReportStatus(absl::CancelledError(""))); });
     if (!posted.ok()) reply.Finish(ToGrpcStatus(posted));
   }
 
@@ -170,7 +179,7 @@ class ConvServeService final : public convserve::v1::ConvServe::AsyncService {
     const int iterations =
         request->iterations() != 0 ? request->iterations() : kDefaultReportIterations;
     const int64_t batch = request->batch_size() > 0 ? request->batch_size() : 1;
-    std::function<void(int)> job;
+    serving::ReportRunner::JobFn job;
     if (request->has_shape()) {
       const auto& s = request->shape();
       engine::ConvShape shape;
@@ -181,10 +190,10 @@ class ConvServeService final : public convserve::v1::ConvServe::AsyncService {
       shape.out_channels = s.out_channels();
       shape.kernel = s.kernel() > 0 ? s.kernel() : 3;
       shape.stride = s.stride() > 0 ? s.stride() : 1;
-      job = [shape, iterations, response, reply](int threads) {
-        auto layer = serving::CompareFreeShape(shape, iterations, threads);
+      job = [shape, iterations, response, reply](int threads, const std::atomic<bool>* cancel) {
+        auto layer = serving::CompareFreeShape(shape, iterations, threads, cancel);
         if (layer.ok()) FillComparison(*layer, response->add_comparisons());
-        reply.Finish(ToGrpcStatus(layer.status()));
+        reply.Finish(ReportStatus(layer.status()));
       };
     } else {
       auto served = core_->Get(request->model_name(), request->model_version());
@@ -206,17 +215,18 @@ class ConvServeService final : public convserve::v1::ConvServe::AsyncService {
         return;
       }
       auto model = served->model;
-      job = [model, selector, batch, iterations, response, reply](int threads) {
-        auto layers = serving::CompareModelLayers(*model, selector, batch, iterations, threads);
+      job = [model, selector, batch, iterations, response, reply](int threads,
+                                                                  const std::atomic<bool>* cancel) {
+        auto layers =
+            serving::CompareModelLayers(*model, selector, batch, iterations, threads, cancel);
         if (layers.ok()) {
           for (const auto& layer : *layers) FillComparison(layer, response->add_comparisons());
         }
-        reply.Finish(ToGrpcStatus(layers.status()));
+        reply.Finish(ReportStatus(layers.status()));
       };
     }
-    absl::Status posted = reports_->Post(std::move(job), [reply] {
-      reply.Finish(ToGrpcStatus(absl::UnavailableError("server shutting down")));
-    });
+    absl::Status posted = reports_->Post(
+        std::move(job), [reply] { reply.Finish(ReportStatus(absl::CancelledError(""))); });
     if (!posted.ok()) reply.Finish(ToGrpcStatus(posted));
   }
 
@@ -249,7 +259,7 @@ class ConvServeService final : public convserve::v1::ConvServe::AsyncService {
   }
 
   serving::ServerCore* core_;
-  std::unique_ptr<serving::ReportRunner> reports_;
+  serving::ReportRunner* reports_;  // the core's
 };
 
 }  // namespace

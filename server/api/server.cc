@@ -225,8 +225,10 @@ bool Server::Shutdown() {
       std::chrono::steady_clock::now() + std::chrono::seconds(impl_->options.exit_timeout_secs);
   impl_->drained = impl_->core->WaitForInFlight(deadline);
   if (!impl_->drained) {
-    spdlog::warn("{} requests still in flight after {} s; stopping anyway",
-                 impl_->core->in_flight(), impl_->options.exit_timeout_secs);
+    spdlog::warn(
+        "not everything in flight finished within --exit-timeout-secs {} ({} inference requests "
+        "left; a report still running is cancelled); stopping anyway",
+        impl_->options.exit_timeout_secs, impl_->core->in_flight());
   }
   // gRPC answers CANCELLED to calls that reach it after its shutdown began (grpc/grpc#41785).
   // So the server holds its UNAVAILABLE answers until no new request arrived for kQuiet (at most

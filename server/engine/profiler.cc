@@ -123,7 +123,12 @@ absl::StatusOr<PlanProfile> ProfilePlan(const Plan& plan, std::span<const Tensor
   }
   RunOptions run_options;
   run_options.num_threads = options.num_threads;
+  const auto cancelled = [&] {
+    return options.cancel != nullptr && options.cancel->load(std::memory_order_relaxed);
+  };
+  const absl::Status cancel_status = absl::CancelledError("measurement cancelled");
   for (int k = 0; k < options.warmup_iterations; ++k) {
+    if (cancelled()) return cancel_status;
     RETURN_IF_ERROR(plan.Run(*workspace, inputs, outputs, run_options));
   }
   const size_t n_steps = plan.steps().size();
@@ -133,6 +138,7 @@ absl::StatusOr<PlanProfile> ProfilePlan(const Plan& plan, std::span<const Tensor
   const auto deadline_start = Clock::now();
   int done = 0;
   for (; done < options.iterations; ++done) {
+    if (cancelled()) return cancel_status;
     if (done >= 3 && std::chrono::duration<double>(Clock::now() - deadline_start).count() >
                          options.max_seconds) {
       break;

@@ -12,6 +12,7 @@
 // Thread safety: functions are reentrant; they use only the objects passed in.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -28,6 +29,8 @@ struct ProfileOptions {
   int iterations = 50;
   int num_threads = 0;        // 0: leave the OpenMP setting as is
   double max_seconds = 20.0;  // stop timing early (with at least 3 iterations) past this
+  // When set and true, measuring stops before the next run with CANCELLED (server shutdown).
+  const std::atomic<bool>* cancel = nullptr;
 };
 
 struct StepProfile {

@@ -14,21 +14,20 @@ ReportRunner::ReportRunner(ThreadBudget* budget, int threads, size_t max_pending
       thread_([this] { Loop(); }) {}
 
 ReportRunner::~ReportRunner() {
-  std::deque<Job> left;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     stopping_ = true;
-    left.swap(jobs_);
+    accepting_ = false;
   }
+  CancelAll();
   cv_.notify_all();
   thread_.join();
-  for (Job& job : left) job.cancelled();
 }
 
-absl::Status ReportRunner::Post(std::function<void(int)> job, std::function<void()> cancelled) {
+absl::Status ReportRunner::Post(JobFn job, std::function<void()> cancelled) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (stopping_) return absl::UnavailableError("the server is shutting down");
+    if (!accepting_) return absl::UnavailableError("the server is shutting down");
     if (jobs_.size() >= max_pending_) {
       return absl::ResourceExhaustedError(absl::StrCat("too many reports in progress (",
                                                        max_pending_, " waiting); try again later"));
@@ -39,19 +38,46 @@ absl::Status ReportRunner::Post(std::function<void(int)> job, std::function<void
   return absl::OkStatus();
 }
 
+void ReportRunner::StopAccepting() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  accepting_ = false;
+}
+
+bool ReportRunner::WaitIdle(std::chrono::steady_clock::time_point deadline) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  return idle_cv_.wait_until(lock, deadline, [this] { return jobs_.empty() && !running_; });
+}
+
+void ReportRunner::CancelAll() {
+  std::deque<Job> left;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    cancel_.store(true);
+    left.swap(jobs_);
+  }
+  idle_cv_.notify_all();
+  for (Job& job : left) job.cancelled();
+}
+
 void ReportRunner::Loop() {
   for (;;) {
     Job job;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       cv_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-      if (stopping_) return;
+      if (jobs_.empty()) return;  // stopping
       job = std::move(jobs_.front());
       jobs_.pop_front();
+      running_ = true;
     }
     if (budget_) budget_->Acquire(threads_);
-    job.run(threads_);
+    job.run(threads_, &cancel_);
     if (budget_) budget_->Release(threads_);
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      running_ = false;
+    }
+    idle_cv_.notify_all();
   }
 }
 
@@ -73,8 +99,9 @@ absl::Status ValidateReportRequest(const repository::ModelVersion& model, int64_
 
 namespace {
 
-engine::ProfileOptions Options(int iterations, int threads) {
+engine::ProfileOptions Options(int iterations, int threads, const std::atomic<bool>* cancel) {
   engine::ProfileOptions options;
+  options.cancel = cancel;
   options.iterations = iterations;
   options.warmup_iterations = std::min(5, iterations);
   options.num_threads = threads;
@@ -85,7 +112,8 @@ engine::ProfileOptions Options(int iterations, int threads) {
 }  // namespace
 
 absl::StatusOr<engine::PlanProfile> ProfileModel(const repository::ModelVersion& model,
-                                                 int64_t batch_size, int iterations, int threads) {
+                                                 int64_t batch_size, int iterations, int threads,
+                                                 const std::atomic<bool>* cancel) {
   RETURN_IF_ERROR(ValidateReportRequest(model, batch_size, iterations));
   ASSIGN_OR_RETURN(std::shared_ptr<const engine::Plan> plan,
                    model.engine_model->GetPlan(batch_size, threads));
@@ -102,12 +130,12 @@ absl::StatusOr<engine::PlanProfile> ProfileModel(const repository::ModelVersion&
     }
     inputs.push_back({info.dtype, info.dims, storage.back().data()});
   }
-  return engine::ProfilePlan(*plan, inputs, Options(iterations, threads));
+  return engine::ProfilePlan(*plan, inputs, Options(iterations, threads, cancel));
 }
 
 absl::StatusOr<std::vector<LayerComparison>> CompareModelLayers(
     const repository::ModelVersion& model, const LayerSelector& selector, int64_t batch_size,
-    int iterations, int threads) {
+    int iterations, int threads, const std::atomic<bool>* cancel) {
   RETURN_IF_ERROR(ValidateReportRequest(model, batch_size, iterations));
   ASSIGN_OR_RETURN(std::shared_ptr<const engine::Plan> plan,
                    model.engine_model->GetPlan(batch_size, threads));
@@ -145,7 +173,7 @@ absl::StatusOr<std::vector<LayerComparison>> CompareModelLayers(
   for (const engine::StepInfo* step : chosen) {
     ASSIGN_OR_RETURN(engine::ConvShape shape, engine::ConvShapeOfStep(*step));
     ASSIGN_OR_RETURN(std::vector<engine::DesignResult> designs,
-                     engine::CompareKernelDesigns(shape, Options(iterations, threads)));
+                     engine::CompareKernelDesigns(shape, Options(iterations, threads, cancel)));
     out.push_back({step->name, step->input_dims.empty() ? engine::Dims{} : step->input_dims[0],
                    step->output_dims, std::move(designs)});
   }
@@ -153,7 +181,7 @@ absl::StatusOr<std::vector<LayerComparison>> CompareModelLayers(
 }
 
 absl::StatusOr<LayerComparison> CompareFreeShape(const engine::ConvShape& shape, int iterations,
-                                                 int threads) {
+                                                 int threads, const std::atomic<bool>* cancel) {
   if (iterations < 1 || iterations > kMaxReportIterations) {
     return absl::InvalidArgumentError(
         absl::StrCat("iterations must be 1..", kMaxReportIterations, ", got ", iterations));
@@ -165,7 +193,7 @@ absl::StatusOr<LayerComparison> CompareFreeShape(const engine::ConvShape& shape,
         "kernel 15)");
   }
   ASSIGN_OR_RETURN(std::vector<engine::DesignResult> designs,
-                   engine::CompareKernelDesigns(shape, Options(iterations, threads)));
+                   engine::CompareKernelDesigns(shape, Options(iterations, threads, cancel)));
   LayerComparison out;
   out.layer_name = "free-standing";
   out.input_dims = {shape.batch, shape.in_channels, shape.height, shape.width};

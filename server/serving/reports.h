@@ -8,6 +8,8 @@
 // and time (kMaxReportSeconds of timing per plan).
 #pragma once
 
+#include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -31,15 +33,27 @@ class ReportRunner {
  public:
   // `budget` may be null (no shared budget); it must outlive the runner.
   ReportRunner(ThreadBudget* budget, int threads, size_t max_pending = 4);
-  ~ReportRunner();  // runs nothing more; pending jobs get `cancelled` called
+  // Cancels the running job's measurement (CancelAll) and waits for it; runs nothing more.
+  ~ReportRunner();
 
-  // Queues `job` (run with the number of threads it may use). RESOURCE_EXHAUSTED when
-  // `max_pending` jobs already wait. `cancelled` runs instead of `job` if the runner stops first.
-  absl::Status Post(std::function<void(int threads)> job, std::function<void()> cancelled);
+  // A job measures with `threads` threads and passes `cancel` on to the measurement
+  // (ProfileOptions::cancel), which then ends with CANCELLED once the runner cancels it.
+  using JobFn = std::function<void(int threads, const std::atomic<bool>* cancel)>;
+  // Queues `job`. RESOURCE_EXHAUSTED when `max_pending` jobs already wait, UNAVAILABLE once
+  // StopAccepting was called. `cancelled` runs instead of `job` if it is cancelled before it
+  // starts.
+  absl::Status Post(JobFn job, std::function<void()> cancelled);
+
+  // A graceful stop: StopAccepting refuses new jobs while those posted still run; WaitIdle
+  // returns true once none is queued or running, false at `deadline`; CancelAll then cancels the
+  // running one's measurement and calls `cancelled` of those still queued.
+  void StopAccepting();
+  bool WaitIdle(std::chrono::steady_clock::time_point deadline);
+  void CancelAll();
 
  private:
   struct Job {
-    std::function<void(int)> run;
+    JobFn run;
     std::function<void()> cancelled;
   };
   void Loop();
@@ -49,8 +63,12 @@ class ReportRunner {
   const size_t max_pending_;
   std::mutex mutex_;
   std::condition_variable cv_;
+  std::condition_variable idle_cv_;
   std::deque<Job> jobs_;
+  bool accepting_ = true;
+  bool running_ = false;  // a job is running
   bool stopping_ = false;
+  std::atomic<bool> cancel_{false};
   std::thread thread_;
 };
 
@@ -59,9 +77,11 @@ class ReportRunner {
 absl::Status ValidateReportRequest(const repository::ModelVersion& model, int64_t batch_size,
                                    int iterations);
 
-// Profiles the model's plan for `batch_size` on seeded random inputs in [0, 1).
+// Profiles the model's plan for `batch_size` on seeded random inputs in [0, 1). The measurements
+// below end with CANCELLED once `*cancel` (if given) turns true.
 absl::StatusOr<engine::PlanProfile> ProfileModel(const repository::ModelVersion& model,
-                                                 int64_t batch_size, int iterations, int threads);
+                                                 int64_t batch_size, int iterations, int threads,
+                                                 const std::atomic<bool>* cancel = nullptr);
 
 struct LayerComparison {
   std::string layer_name;
@@ -79,9 +99,10 @@ struct LayerSelector {
 
 absl::StatusOr<std::vector<LayerComparison>> CompareModelLayers(
     const repository::ModelVersion& model, const LayerSelector& selector, int64_t batch_size,
-    int iterations, int threads);
+    int iterations, int threads, const std::atomic<bool>* cancel = nullptr);
 
 absl::StatusOr<LayerComparison> CompareFreeShape(const engine::ConvShape& shape, int iterations,
-                                                 int threads);
+                                                 int threads,
+                                                 const std::atomic<bool>* cancel = nullptr);
 
 }  // namespace convserve::serving

@@ -56,7 +56,8 @@ class Reaper {
 
 ServerCore::ServerCore(ServerCoreOptions options)
     : options_(std::move(options)),
-      budget_(std::make_shared<ThreadBudget>(std::max(1, options_.threads))) {}
+      budget_(std::make_shared<ThreadBudget>(std::max(1, options_.threads))),
+      reports_(std::make_unique<ReportRunner>(budget_.get(), options_.threads)) {}
 
 absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(ServerCoreOptions options) {
   std::error_code ec;
@@ -130,6 +131,7 @@ absl::StatusOr<std::unique_ptr<ServerCore>> ServerCore::Create(ServerCoreOptions
 
 ServerCore::~ServerCore() {
   ReleaseRefusals();  // every request gets an answer
+  reports_.reset();   // cancels a report still running, answers those queued
   {
     std::lock_guard<std::mutex> lock(control_mutex_);
     control_stop_ = true;
@@ -296,6 +298,7 @@ void ServerCore::PollNow() { repository_->Poll(); }
 
 void ServerCore::BeginShutdown() {
   shutting_down_.store(true);
+  reports_->StopAccepting();
   {
     std::lock_guard<std::mutex> lock(control_mutex_);
     control_stop_ = true;
@@ -336,8 +339,18 @@ size_t ServerCore::held_refusals() const {
 }
 
 bool ServerCore::WaitForInFlight(std::chrono::steady_clock::time_point deadline) {
-  std::unique_lock<std::mutex> lock(in_flight_mutex_);
-  return in_flight_cv_.wait_until(lock, deadline, [&] { return in_flight_.load() == 0; });
+  bool requests_done;
+  {
+    std::unique_lock<std::mutex> lock(in_flight_mutex_);
+    requests_done =
+        in_flight_cv_.wait_until(lock, deadline, [&] { return in_flight_.load() == 0; });
+  }
+  const bool reports_done = reports_->WaitIdle(deadline);
+  if (!reports_done) {
+    spdlog::warn("a report was still running or queued at the exit timeout: cancelled");
+    reports_->CancelAll();
+  }
+  return requests_done && reports_done;
 }
 
 }  // namespace convserve::serving

@@ -19,6 +19,7 @@
 #include "absl/status/statusor.h"
 #include "server/repository/repository.h"
 #include "server/serving/metrics_sink.h"
+#include "server/serving/reports.h"
 #include "server/serving/scheduler.h"
 #include "server/serving/types.h"
 
@@ -55,6 +56,9 @@ class ServerCore {
   ThreadBudget& thread_budget() { return *budget_; }
   // For those that may outlive the core (the gRPC threads ask it whether they may spin).
   std::shared_ptr<ThreadBudget> shared_thread_budget() { return budget_; }
+  // Runs the measured reports (layer reports, kernel comparisons) one at a time; part of the
+  // graceful stop like requests (BeginShutdown, WaitForInFlight).
+  ReportRunner& reports() { return *reports_; }
 
   // Runs a request on model `name`, version `version` ("" = latest). The callback runs exactly
   // once. UNAVAILABLE once shutdown began; NOT_FOUND for unknown models or versions.
@@ -78,9 +82,10 @@ class ServerCore {
   // Rescans the repository now (what poll mode does every repository_poll_secs).
   void PollNow();
 
-  // Shutdown: new requests fail with UNAVAILABLE, and so do model loads and unloads not yet
-  // started (the one running finishes; polling stops). WaitForInFlight returns true when every
-  // in-flight request finished before `deadline`.
+  // Shutdown: new requests and reports fail with UNAVAILABLE, and so do model loads and unloads
+  // not yet started (the one running finishes; polling stops). WaitForInFlight returns true when
+  // every in-flight request and report finished before `deadline`; reports still running or
+  // queued then are cancelled (their callers are answered UNAVAILABLE).
   void BeginShutdown();
   bool shutting_down() const { return shutting_down_.load(); }
   bool WaitForInFlight(std::chrono::steady_clock::time_point deadline);
@@ -113,6 +118,7 @@ class ServerCore {
 
   const ServerCoreOptions options_;
   std::shared_ptr<ThreadBudget> budget_;
+  std::unique_ptr<ReportRunner> reports_;  // before budget_ in destruction
   std::shared_ptr<class Reaper> reaper_;
   std::unique_ptr<repository::Repository> repository_;
 

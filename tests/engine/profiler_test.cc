@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <filesystem>
 #include <random>
 #include <set>
@@ -60,6 +61,23 @@ Graph SmallConvNet() {
       c2,  MakeNode("relu2", "Relu", {"c2"}, {"r2"}), MakeNode("flatten", "Flatten", {"r2"}, {"f"}),
       gemm};
   return g;
+}
+
+TEST(ProfilerTest, ACancelledMeasurementStopsWithCancelled) {
+  auto model = Model::Create(SmallConvNet(), {"small", Precision::kFp32});
+  ASSERT_TRUE(model.ok()) << model.status();
+  auto plan = (*model)->GetPlan(1);
+  ASSERT_TRUE(plan.ok()) << plan.status();
+  std::vector<float> input(14 * 14, 0.5f);
+  TensorView view{DataType::kFloat32, {1, 1, 14, 14}, input.data()};
+  std::atomic<bool> cancel{true};
+  ProfileOptions options;
+  options.iterations = 5;
+  options.cancel = &cancel;
+  auto profile = ProfilePlan(**plan, std::span<const TensorView>(&view, 1), options);
+  EXPECT_EQ(profile.status().code(), absl::StatusCode::kCancelled) << profile.status();
+  cancel.store(false);
+  EXPECT_TRUE(ProfilePlan(**plan, std::span<const TensorView>(&view, 1), options).ok());
 }
 
 TEST(ProfilerTest, ReportRowsMatchTheModel) {

@@ -184,6 +184,16 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
     std::filesystem::remove_all(root_);
   }
 
+  // A serving core on the test repository in explicit mode (nothing loaded), without gRPC.
+  std::unique_ptr<serving::ServerCore> ExplicitCore() {
+    serving::ServerCoreOptions options;
+    options.model_repository = root_;
+    options.control_mode = serving::ModelControlMode::kExplicit;
+    auto created = serving::ServerCore::Create(options);
+    EXPECT_TRUE(created.ok()) << created.status();
+    return created.ok() ? *std::move(created) : nullptr;
+  }
+
   void StartServer(api::ServerOptions options) {
     options.model_repository = root_.string();
     options.grpc_address = "127.0.0.1";
@@ -1064,12 +1074,8 @@ TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
 // are answered UNAVAILABLE, not run and not dropped (a dropped answer would keep the server's
 // shutdown waiting for its gRPC call forever); the running one finishes.
 TEST_F(ServerExtraTest, ControlRequestsAfterShutdownBeganAreAnsweredUnavailable) {
-  serving::ServerCoreOptions options;
-  options.model_repository = root_;
-  options.control_mode = serving::ModelControlMode::kExplicit;
-  auto created = serving::ServerCore::Create(options);
-  ASSERT_TRUE(created.ok()) << created.status();
-  std::unique_ptr<serving::ServerCore> core = *std::move(created);
+  std::unique_ptr<serving::ServerCore> core = ExplicitCore();
+  ASSERT_NE(core, nullptr);
 
   // The first load's answer holds the control thread until the test releases it.
   std::promise<void> entered, release;
@@ -1094,6 +1100,65 @@ TEST_F(ServerExtraTest, ControlRequestsAfterShutdownBeganAreAnsweredUnavailable)
     const absl::Status status = future.get();
     EXPECT_EQ(status.code(), absl::StatusCode::kUnavailable) << status;
     EXPECT_THAT(std::string(status.message()), HasSubstr("shutting down"));
+  }
+}
+
+// Reports are in flight like requests at a graceful stop: new ones are refused, those running
+// finish (WaitForInFlight waits for them), and at the exit timeout the running one's measurement
+// is cancelled and those queued are answered.
+TEST_F(ServerExtraTest, ReportsInFlightFinishAtShutdownOrAreCancelledAtTheTimeout) {
+  {
+    std::unique_ptr<serving::ServerCore> core = ExplicitCore();
+    ASSERT_NE(core, nullptr);
+    std::promise<void> started, release;
+    std::atomic<bool> finished{false}, saw_cancel{false};
+    ASSERT_TRUE(core->reports()
+                    .Post(
+                        [&](int, const std::atomic<bool>* cancel) {
+                          started.set_value();
+                          release.get_future().wait();
+                          saw_cancel = cancel->load();
+                          finished = true;
+                        },
+                        [] { ADD_FAILURE() << "a running report was cancelled"; })
+                    .ok());
+    started.get_future().wait();
+    core->BeginShutdown();
+    const absl::Status refused = core->reports().Post(
+        [](int, const std::atomic<bool>*) { ADD_FAILURE() << "a report ran after shutdown"; },
+        [] {});
+    EXPECT_EQ(refused.code(), absl::StatusCode::kUnavailable) << refused;
+    std::thread releaser([&] { release.set_value(); });
+    EXPECT_TRUE(core->WaitForInFlight(std::chrono::steady_clock::now() + std::chrono::seconds(60)));
+    EXPECT_TRUE(finished.load()) << "WaitForInFlight returned while the report was running";
+    EXPECT_FALSE(saw_cancel.load());
+    releaser.join();
+  }
+  {
+    std::unique_ptr<serving::ServerCore> core = ExplicitCore();
+    ASSERT_NE(core, nullptr);
+    std::promise<void> started;
+    std::atomic<bool> saw_cancel{false}, queued_cancelled{false};
+    ASSERT_TRUE(core->reports()
+                    .Post(
+                        [&](int, const std::atomic<bool>* cancel) {
+                          started.set_value();
+                          while (!cancel->load()) std::this_thread::yield();
+                          saw_cancel = true;
+                        },
+                        [] { ADD_FAILURE() << "the running report was called as cancelled"; })
+                    .ok());
+    ASSERT_TRUE(core->reports()
+                    .Post([](int, const std::atomic<bool>*) { ADD_FAILURE() << "queued one ran"; },
+                          [&] { queued_cancelled = true; })
+                    .ok());
+    started.get_future().wait();
+    core->BeginShutdown();
+    EXPECT_FALSE(
+        core->WaitForInFlight(std::chrono::steady_clock::now() + std::chrono::milliseconds(50)));
+    EXPECT_TRUE(queued_cancelled.load());
+    core.reset();  // joins the runner: the running report saw the cancel
+    EXPECT_TRUE(saw_cancel.load());
   }
 }
 
