@@ -214,6 +214,14 @@ absl::Status Scheduler::Validate(Pending& pending) const {
     if (batched) expected_shape.push_back(-1);
     expected_shape.insert(expected_shape.end(), input.dims().begin(), input.dims().end());
     int64_t this_batch = 1;
+    const auto check_batch = [&](int64_t n) {
+      if (batched && n > max_batch_size_) {
+        return absl::InvalidArgumentError(absl::StrCat("batch size ", n, " of input '",
+                                                       input.name(), "' exceeds max_batch_size ",
+                                                       max_batch_size_, " of model '", model, "'"));
+      }
+      return absl::OkStatus();
+    };
 
     const bool image_input =
         config.has_preprocessing() && (config.preprocessing().input() == input.name());
@@ -261,6 +269,8 @@ absl::Status Scheduler::Validate(Pending& pending) const {
             ShapeString(expected_shape), ", got ", ShapeString(tensor.shape)));
       }
       if (batched) this_batch = tensor.shape[0];
+      // Before the contents: a batch over the maximum is the error to report, not its size.
+      RETURN_IF_ERROR(check_batch(this_batch));
       const int64_t element_size =
           repository::DataTypeByteSize(repository::DataTypeFromKServe(tensor.datatype));
       const int64_t expected_bytes = Product(tensor.shape) * element_size;
@@ -277,11 +287,7 @@ absl::Status Scheduler::Validate(Pending& pending) const {
             static_cast<int64_t>(tensor.data.size()) / element_size));
       }
     }
-    if (batched && this_batch > max_batch_size_) {
-      return absl::InvalidArgumentError(absl::StrCat("batch size ", this_batch, " of input '",
-                                                     input.name(), "' exceeds max_batch_size ",
-                                                     max_batch_size_, " of model '", model, "'"));
-    }
+    RETURN_IF_ERROR(check_batch(this_batch));
     if (batch >= 0 && this_batch != batch) {
       return absl::InvalidArgumentError(absl::StrCat("input '", input.name(), "' of model '", model,
                                                      "' has batch size ", this_batch,

@@ -390,6 +390,11 @@ TEST_F(ServerTest, BadRequestsFailWithCodeAndMessageAndTheServerKeepsServing) {
     auto r = Fp32Request("tiny", std::vector<int>(9, 1), true);
     ExpectError(r, grpc::StatusCode::INVALID_ARGUMENT,
                 "batch size 9 of input 'input' exceeds max_batch_size 8 of model 'tiny'");
+    // The batch is the error, whatever the contents: here one image's worth.
+    auto one_image = Fp32Request("tiny", {1}, true);
+    r.set_raw_input_contents(0, one_image.raw_input_contents(0));
+    ExpectError(r, grpc::StatusCode::INVALID_ARGUMENT,
+                "batch size 9 of input 'input' exceeds max_batch_size 8 of model 'tiny'");
   }
   {
     auto r = Fp32Request("tiny", {1}, true);
@@ -443,8 +448,8 @@ TEST_F(ServerTest, BadRequestsFailWithCodeAndMessageAndTheServerKeepsServing) {
   // Every failure of an existing model is counted.
   const inference::ModelStatistics stats = Stats("tiny");
   EXPECT_EQ(stats.inference_stats().fail().count(),
-            12u);  // the NOT_FOUND and other-model ones are not tiny's
-  EXPECT_EQ(stats.inference_stats().success().count(), 15u);
+            13u);  // the NOT_FOUND and other-model ones are not tiny's
+  EXPECT_EQ(stats.inference_stats().success().count(), 16u);
 }
 
 TEST_F(ServerTest, OversizeRequestIsRejectedByGrpc) {
