@@ -14,6 +14,7 @@
 #include "server/common/status.h"
 #include "server/repository/model_config.h"
 #include "server/serving/image.h"
+#include "server/serving/log_limiter.h"
 #include "spdlog/spdlog.h"
 
 namespace convserve::serving {
@@ -337,9 +338,9 @@ absl::Status Scheduler::Validate(Pending& pending) const {
 void Scheduler::Fail(Pending& pending, const absl::Status& status, uint64_t queue_ns) {
   const uint64_t total_ns = Ns(Clock::now() - pending.arrival);
   statistics_.RecordFailure(total_ns, queue_ns);
-  spdlog::warn("model '{}' version {} request '{}' failed: {} ({})", model_->name, model_->version,
-               pending.request ? pending.request->id : "", absl::StatusCodeToString(status.code()),
-               std::string(status.message()));
+  WarnRequestFailure("model '{}' version {} request '{}' failed: {} ({})", model_->name,
+                     model_->version, pending.request ? pending.request->id : "",
+                     absl::StatusCodeToString(status.code()), std::string(status.message()));
   if (options_.metrics) {
     options_.metrics->RequestDone(model_->name, status.code(), queue_ns / 1e9, 0.0, total_ns / 1e9);
   }

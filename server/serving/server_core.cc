@@ -4,6 +4,7 @@
 #include <deque>
 
 #include "absl/strings/str_cat.h"
+#include "server/serving/log_limiter.h"
 #include "spdlog/spdlog.h"
 
 namespace convserve::serving {
@@ -227,8 +228,8 @@ void ServerCore::Infer(const std::string& name, const std::string& version,
 
 void ServerCore::CountNotServed(const std::string& name, const std::string& request_id,
                                 const absl::Status& status) {
-  spdlog::warn("request '{}' for model '{}' failed: {}", request_id, name,
-               std::string(status.message()));
+  WarnRequestFailure("request '{}' for model '{}' failed: {}", request_id, name,
+                     std::string(status.message()));
   if (options_.metrics == nullptr) return;
   // NOT_FOUND: no such model (or version): the name is the client's, and counting per name
   // would let clients add series without bound. Otherwise the model is in the repository (not
