@@ -6,6 +6,8 @@
 #include <utility>
 #include <vector>
 
+#include "absl/strings/ascii.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "google/protobuf/io/tokenizer.h"
@@ -187,16 +189,43 @@ absl::Status ValidateInputFormats(const ErrorBuilder& errors, const ModelConfig&
   return absl::OkStatus();
 }
 
+// Checks a file name that the config names and the server opens inside one folder of the
+// repository (`folder`: "model folder", "version folder"): it must be a plain name in that
+// folder, since a path could reach outside the repository. `field` names the setting
+// ("default_model_filename", "output[0] 'logits': label_filename").
+absl::Status ValidateFileNameInFolder(const ErrorBuilder& errors, absl::string_view field,
+                                      const std::string& file, absl::string_view folder) {
+  const std::string shown = absl::CEscape(file);
+  if (absl::StripAsciiWhitespace(file).empty()) {
+    return errors.Invalid(field, " '", shown, "' must be a file name in the ", folder,
+                          ", not blank");
+  }
+  if (file.find('\0') != std::string::npos) {
+    return errors.Invalid(field, " '", shown, "' must be a file name in the ", folder,
+                          ", not a name with a NUL character");
+  }
+  if (file.find('/') != std::string::npos || file.find('\\') != std::string::npos || file == "." ||
+      file == "..") {
+    return errors.Invalid(field, " '", shown, "' must be a file name in the ", folder,
+                          ", not a path");
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ValidateModelFileName(const ErrorBuilder& errors, const ModelConfig& config) {
+  // Empty means "model.onnx".
+  if (config.default_model_filename().empty()) return absl::OkStatus();
+  return ValidateFileNameInFolder(errors, "default_model_filename", config.default_model_filename(),
+                                  "version folder");
+}
+
 absl::Status ValidateLabelFiles(const ErrorBuilder& errors, const ModelConfig& config) {
   for (int i = 0; i < config.output_size(); ++i) {
     const std::string& file = config.output(i).label_filename();
     if (file.empty()) continue;
-    // The label file is read from the model's folder; a path could reach outside it.
-    if (file.find('/') != std::string::npos || file.find('\\') != std::string::npos ||
-        file == "." || file == "..") {
-      return errors.Invalid(TensorLabel("output", i, config.output(i).name()), ": label_filename '",
-                            file, "' must be a file name in the model folder, not a path");
-    }
+    RETURN_IF_ERROR(ValidateFileNameInFolder(
+        errors, absl::StrCat(TensorLabel("output", i, config.output(i).name()), ": label_filename"),
+        file, "model folder"));
   }
   return absl::OkStatus();
 }
@@ -365,6 +394,7 @@ absl::Status ValidateModelConfig(const ModelConfig& config, std::string_view fol
   RETURN_IF_ERROR(ValidateInputFormats(errors, config));
   RETURN_IF_ERROR(ValidateOutputs(errors, config));
   RETURN_IF_ERROR(ValidateLabelFiles(errors, config));
+  RETURN_IF_ERROR(ValidateModelFileName(errors, config));
   RETURN_IF_ERROR(ValidateDynamicBatching(errors, config));
   RETURN_IF_ERROR(ValidateInstanceGroups(errors, config));
   RETURN_IF_ERROR(ValidatePrecision(errors, config));

@@ -5,12 +5,38 @@
 #include <system_error>
 
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_replace.h"
+#include "absl/strings/strip.h"
 #include "server/common/status.h"
 
 namespace convserve::repository {
+namespace {
+
+// `message` without a leading "model '<name>' version <version>: " or "model '<name>': ", for
+// texts that already say which model and version they are about (load events, which end up in
+// the log as "failed to load model '<name>' version <version>: ...", and Get's errors).
+std::string WithoutModelPrefix(absl::string_view message, const std::string& name,
+                               const std::string& version) {
+  const std::string model = absl::StrCat("model '", name, "'");
+  if (!version.empty() &&
+      absl::ConsumePrefix(&message, absl::StrCat(model, " version ", version, ": "))) {
+    return std::string(message);
+  }
+  absl::ConsumePrefix(&message, absl::StrCat(model, ": "));
+  return std::string(message);
+}
+
+}  // namespace
 
 Repository::Repository(std::filesystem::path root, ServableFactory factory, EventListener listener)
     : root_(std::move(root)), factory_(std::move(factory)), listener_(std::move(listener)) {}
+
+absl::Status Repository::RelativeToRoot(const absl::Status& status) const {
+  const std::string prefix = (root_ / "").string();  // with the trailing separator
+  if (status.ok() || prefix.size() <= 1) return status;
+  return absl::Status(status.code(), absl::StrReplaceAll(status.message(), {{prefix, ""}}));
+}
 
 void Repository::Notify(const LoadEvent& event) const {
   if (listener_) listener_(event);
@@ -62,18 +88,20 @@ absl::Status Repository::LoadLocked(const std::string& name) {
   const std::filesystem::path model_dir = root_ / name;
   std::error_code ec;
   if (!std::filesystem::is_directory(model_dir, ec)) {
-    return absl::NotFoundError(
-        absl::StrCat("model '", name, "' is not in the model repository ", root_.string()));
+    // The client sees this: the repository's location on the server stays out of it.
+    return absl::NotFoundError(absl::StrCat(
+        "model '", name, "' is not in the model repository (no folder '", name, "' in it)"));
   }
   const std::string signature = Signature(model_dir);
-  const auto record_model_failure = [&](const absl::Status& status) {
+  const auto record_model_failure = [&](absl::Status status) {
+    status = RelativeToRoot(status);
     {
       std::lock_guard<std::mutex> lock(mutex_);
       ModelState& state = models_[name];
       state.model_reason = std::string(status.message());
       state.signature = signature;
     }
-    Notify({name, "", LoadEvent::Kind::kFailed, std::string(status.message()), 0});
+    Notify({name, "", LoadEvent::Kind::kFailed, WithoutModelPrefix(status.message(), name, ""), 0});
     return status;
   };
 
@@ -84,9 +112,16 @@ absl::Status Repository::LoadLocked(const std::string& name) {
   if (!config.ok()) return record_model_failure(config.status());
   const std::vector<int64_t> selected = SelectVersions(config->version_policy(), versions);
   if (selected.empty()) {
-    return record_model_failure(absl::NotFoundError(
-        absl::StrCat("model '", name, "': no version folder selected by the version policy in ",
-                     model_dir.string(), versions.empty() ? " (no numeric version folder)" : "")));
+    if (versions.empty()) {
+      return record_model_failure(absl::NotFoundError(absl::StrCat(
+          "model '", name, "': no numeric version folder in ", name, "/ (such as ", name, "/1/)")));
+    }
+    std::vector<std::string> found;
+    for (int64_t version : versions) found.push_back(std::to_string(version));
+    return record_model_failure(absl::NotFoundError(absl::StrCat(
+        "model '", name, "': version_policy { ", config->version_policy().ShortDebugString(),
+        " } selects none of the version folders in ", name, "/ (found ", absl::StrJoin(found, ", "),
+        ")")));
   }
 
   std::map<int64_t, ServedVersion> loaded;
@@ -101,9 +136,12 @@ absl::Status Repository::LoadLocked(const std::string& name) {
     const double seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (!servable.ok()) {
-      failed[version] = std::string(servable.status().message());
-      if (first_error.ok()) first_error = servable.status();
-      Notify({name, std::to_string(version), LoadEvent::Kind::kFailed, failed[version], seconds});
+      const absl::Status error = RelativeToRoot(servable.status());
+      const std::string version_string = std::to_string(version);
+      failed[version] = std::string(error.message());
+      if (first_error.ok()) first_error = error;
+      Notify({name, version_string, LoadEvent::Kind::kFailed,
+              WithoutModelPrefix(error.message(), name, version_string), seconds});
       continue;
     }
     loaded[version] = ServedVersion{*model, *std::move(servable)};
@@ -116,10 +154,12 @@ absl::Status Repository::LoadLocked(const std::string& name) {
     ModelState& state = models_[name];
     state.signature = signature;
     state.failed_versions = failed;
+    // The config is good again: a config error or "unloaded" from before no longer applies, even
+    // if no version loaded (those failures are in failed_versions).
+    state.model_reason.clear();
     if (!loaded.empty()) {
       retired.swap(state.served);
       state.served = std::move(loaded);
-      state.model_reason.clear();
     }
   }
   // `retired` handles are released here, outside the lock; requests holding them finish first.
@@ -198,9 +238,18 @@ absl::StatusOr<ServedVersion> Repository::Get(const std::string& name,
   const ModelState& state = it->second;
   if (version.empty()) {
     if (state.served.empty()) {
-      return absl::UnavailableError(
-          absl::StrCat("model '", name, "' is not ready",
-                       state.model_reason.empty() ? "" : absl::StrCat(": ", state.model_reason)));
+      std::string why;
+      if (!state.model_reason.empty()) {
+        why = absl::StrCat(": ", WithoutModelPrefix(state.model_reason, name, ""));
+      } else {
+        // Nothing served because the selected versions failed: say why each did.
+        for (const auto& [number, reason] : state.failed_versions) {
+          const std::string v = std::to_string(number);
+          absl::StrAppend(&why, why.empty() ? ": " : "; ", "version ", v,
+                          " failed to load: ", WithoutModelPrefix(reason, name, v));
+        }
+      }
+      return absl::UnavailableError(absl::StrCat("model '", name, "' is not ready", why));
     }
     return state.served.rbegin()->second;
   }
@@ -213,8 +262,9 @@ absl::StatusOr<ServedVersion> Repository::Get(const std::string& name,
   if (served != state.served.end()) return served->second;
   auto failed = state.failed_versions.find(number);
   if (failed != state.failed_versions.end()) {
-    return absl::UnavailableError(
-        absl::StrCat("version ", version, " of model '", name, "' is not ready: ", failed->second));
+    return absl::UnavailableError(absl::StrCat(
+        "version ", version, " of model '", name,
+        "' is not ready: ", WithoutModelPrefix(failed->second, name, std::to_string(number))));
   }
   return absl::NotFoundError(
       absl::StrCat("version '", version, "' of model '", name, "' is not found"));

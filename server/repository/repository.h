@@ -9,6 +9,7 @@
 // out shared handles. Loading builds the new versions beside the old ones and swaps them in under
 // a lock, so a request never sees a half-loaded model and a reload never pulls a model from under
 // a request; a load that fails leaves the old versions serving and records the reason for Index().
+// Messages name files relative to the root ("fashion-k3/3/model.onnx"): they go to clients.
 //
 // Thread safety: every method may be called from any thread. Loads are serialised among
 // themselves; Get/Index never wait for a load.
@@ -53,6 +54,8 @@ struct LoadEvent {
   std::string model;
   std::string version;  // empty for model-level failures (config) and unloads
   enum class Kind { kLoaded, kFailed, kUnloaded } kind;
+  // Without the "model '<model>' version <version>: " that the fields above already say (Index
+  // has the complete message).
   std::string reason;
   double seconds = 0;
 };
@@ -86,7 +89,8 @@ class Repository {
 
   // The served version `version` ("" = the highest served) of a model.
   // NOT_FOUND: unknown model or version; UNAVAILABLE: the model is known but has no served
-  // version (failed to load, unloaded).
+  // version (failed to load, unloaded), with the reason (the config's error, or each selected
+  // version's: "model 'm' is not ready: version 3 failed to load: ...").
   absl::StatusOr<ServedVersion> Get(const std::string& name, const std::string& version) const;
 
   // Every served version of every model, by name then version.
@@ -107,6 +111,10 @@ class Repository {
   };
 
   absl::Status LoadLocked(const std::string& name);  // load_mutex_ held
+  // `status` with the repository's location taken out of its message, so that paths read
+  // relative to the root ("fashion-k3/3/model.onnx"): load errors go to clients (RepositoryIndex,
+  // RepositoryModelLoad, ModelInfer), which have no business knowing where the files are.
+  absl::Status RelativeToRoot(const absl::Status& status) const;
   std::string Signature(const std::filesystem::path& model_dir) const;
   void Notify(const LoadEvent& event) const;
 

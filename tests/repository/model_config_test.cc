@@ -311,6 +311,43 @@ TEST(ValidateModelConfigTest, LabelFileMustStayInTheModelFolder) {
                 "model folder, not a path");
 }
 
+TEST(ValidateModelConfigTest, LabelFileMustNotBeBlank) {
+  inference::ModelConfig config = FashionConfig();
+  config.mutable_output(0)->set_label_filename("  ");
+  ExpectInvalid(config,
+                "output[0] 'logits': label_filename '  ' must be a file name in the model folder, "
+                "not blank");
+}
+
+// The model file is read from the version folder; like label_filename, it may not be a path.
+TEST(ValidateModelConfigTest, ModelFileMustStayInTheVersionFolder) {
+  for (const std::string file : {"/tmp/x/secret.onnx", "../../other-model/1/model.onnx",
+                                 "sub/model.onnx", "..", ".", "a\\b.onnx"}) {
+    SCOPED_TRACE(file);
+    inference::ModelConfig config = FashionConfig();
+    config.set_default_model_filename(file);
+    const std::string shown = file == "a\\b.onnx" ? "a\\\\b.onnx" : file;
+    EXPECT_EQ(ValidateModelConfig(config, "fashion-k3"),
+              absl::InvalidArgumentError("model 'fashion-k3': default_model_filename '" + shown +
+                                         "' must be a file name in the version folder, not a "
+                                         "path"));
+  }
+  inference::ModelConfig config = FashionConfig();
+  config.set_default_model_filename(" \t");
+  ExpectInvalid(config,
+                "default_model_filename ' \\t' must be a file name in the version folder, not "
+                "blank");
+  config.set_default_model_filename(std::string("net.onnx\0/../x", 14));
+  ExpectInvalid(config,
+                "default_model_filename 'net.onnx\\000/../x' must be a file name in the version "
+                "folder, not a name with a NUL character");
+  // A plain file name, and the default (empty: model.onnx), are fine.
+  config.set_default_model_filename("net.onnx");
+  EXPECT_TRUE(ValidateModelConfig(config, "fashion-k3").ok());
+  config.clear_default_model_filename();
+  EXPECT_TRUE(ValidateModelConfig(config, "fashion-k3").ok());
+}
+
 TEST(ValidateModelConfigTest, PreferredBatchSizeMustNotExceedMaxBatchSize) {
   inference::ModelConfig config = FashionConfig();
   config.mutable_dynamic_batching()->add_preferred_batch_size(128);

@@ -22,6 +22,7 @@ namespace {
 
 using inference::GRPCInferenceService;
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 class ServerTest : public ::testing::Test {
  protected:
@@ -103,6 +104,16 @@ class ServerTest : public ::testing::Test {
     const auto expected = LinearLogits(pixels.data(), 0.0f);
     ASSERT_EQ(logits.size(), 10u);
     for (int k = 0; k < 10; ++k) EXPECT_NEAR(logits[k], expected[k], 1e-4);
+  }
+
+  // One unary RPC of the stub with a fresh context; the response is dropped.
+  template <typename Request, typename Response>
+  grpc::Status Call(grpc::Status (GRPCInferenceService::Stub::*method)(grpc::ClientContext*,
+                                                                       const Request&, Response*),
+                    const Request& request) {
+    grpc::ClientContext context;
+    Response response;
+    return (stub_.get()->*method)(&context, request, &response);
   }
 
   inference::ModelStatistics Stats(const std::string& model) {
@@ -524,6 +535,44 @@ TEST_F(ServerTest, RepositoryIndexShowsFailuresWithReasons) {
   EXPECT_THAT(by_name["broken"].reason(), HasSubstr("model 'broken': config.pbtxt:2:"));
   EXPECT_EQ(by_name["badfile"].state(), "UNAVAILABLE");
   EXPECT_THAT(by_name["badfile"].reason(), HasSubstr("model 'badfile' version 1"));
+}
+
+// What clients are told about a model that is not served: why, and no path of the server's.
+TEST_F(ServerTest, NotReadyErrorsGiveTheReasonWithoutServerPaths) {
+  StartServer();
+  const std::string version_reason = "model file 'badfile/1/model.onnx': not an ONNX model";
+  inference::ModelInferResponse response;
+  grpc::Status s = Infer(Fp32Request("badfile", {1}, true), &response);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(
+      s.error_message(),
+      HasSubstr("model 'badfile' is not ready: version 1 failed to load: " + version_reason));
+  EXPECT_THAT(s.error_message(), Not(HasSubstr(root_.string())));
+  inference::ModelMetadataRequest metadata;
+  metadata.set_name("badfile");
+  s = Call(&GRPCInferenceService::Stub::ModelMetadata, metadata);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_THAT(s.error_message(), HasSubstr("version 1 failed to load: " + version_reason));
+  inference::RepositoryModelLoadRequest load;
+  load.set_model_name("missing");
+  s = Call(&GRPCInferenceService::Stub::RepositoryModelLoad, load);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::NOT_FOUND);
+  EXPECT_THAT(s.error_message(),
+              HasSubstr("model 'missing' is not in the model repository (no folder 'missing' in "
+                        "it)"));
+  EXPECT_THAT(s.error_message(), Not(HasSubstr(root_.string())));
+  grpc::ClientContext c;
+  inference::RepositoryIndexResponse r;
+  ASSERT_TRUE(stub_->RepositoryIndex(&c, {}, &r).ok());
+  int badfile_rows = 0;
+  for (const auto& m : r.models()) {
+    EXPECT_THAT(m.reason(), Not(HasSubstr(root_.string()))) << m.name();
+    if (m.name() != "badfile") continue;
+    ++badfile_rows;
+    EXPECT_EQ(m.version(), "1");
+    EXPECT_EQ(m.reason(), "model 'badfile' version 1: " + version_reason);
+  }
+  EXPECT_EQ(badfile_rows, 1);
 }
 
 TEST_F(ServerTest, ExplicitLoadUnloadAndNameEscapes) {
