@@ -8,6 +8,7 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "dnnl.hpp"
@@ -321,10 +322,14 @@ void LogStartupSummary(const ServerOptions& options, Server& server) {
   for (const auto& entry : core.Index(false)) {
     if (entry.state == "READY") continue;
     // Explicit mode leaves models unloaded on purpose; anything else is a failure.
+    const std::string subject =
+        absl::StrCat("model '", entry.name, "'",
+                     entry.version.empty() ? "" : absl::StrCat(" version ", entry.version));
+    // The reason may begin with the same subject: say it once.
+    std::string reason = entry.reason;
+    if (absl::StartsWith(reason, subject + ": ")) reason.erase(0, subject.size() + 2);
     spdlog::log(entry.reason == "not loaded" ? spdlog::level::info : spdlog::level::warn,
-                "  model '{}'{}: {}: {}", entry.name,
-                entry.version.empty() ? "" : " version " + entry.version, entry.state,
-                entry.reason);
+                "  {}: {}: {}", subject, entry.state, reason);
   }
 }
 
