@@ -6,27 +6,9 @@
 
 #include "CLI/CLI.hpp"
 #include "absl/synchronization/mutex.h"
+#include "server/api/logging.h"
 #include "server/api/server.h"
-#include "spdlog/sinks/stdout_sinks.h"
 #include "spdlog/spdlog.h"
-
-namespace {
-
-void ConfigureLogging(const convserve::api::ServerOptions& options) {
-  auto logger = spdlog::stdout_logger_mt("convserve");
-  spdlog::set_default_logger(logger);
-  spdlog::set_level(spdlog::level::from_str(options.log_level));
-  if (options.log_format == "json") {
-    spdlog::set_pattern(
-        R"({"time":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","thread":%t,"message":"%v"})",
-        spdlog::pattern_time_type::utc);
-  } else {
-    spdlog::set_pattern("%Y-%m-%d %H:%M:%S.%e %^%l%$ %v");
-  }
-  spdlog::flush_on(spdlog::level::info);
-}
-
-}  // namespace
 
 int main(int argc, char** argv) {
   // Debian builds Abseil without NDEBUG, so every absl::Mutex (gRPC's locks) keeps a lock-order
@@ -76,11 +58,13 @@ int main(int argc, char** argv) {
       ->envname("CONVSERVE_REPOSITORY_POLL_SECS")
       ->check(CLI::PositiveNumber)
       ->capture_default_str();
-  app.add_option("--log-level", options.log_level, "trace | debug | info | warn | error | off")
+  app.add_option("--log-level", options.log_level,
+                 "trace | debug | info | warn | error | critical | off")
       ->envname("CONVSERVE_LOG_LEVEL")
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "critical", "off"}))
       ->capture_default_str();
-  app.add_option("--log-format", options.log_format, "text | json")
+  app.add_option("--log-format", options.log_format,
+                 "text | json (one line per event, the message escaped)")
       ->envname("CONVSERVE_LOG_FORMAT")
       ->check(CLI::IsMember({"text", "json"}))
       ->capture_default_str();
@@ -108,7 +92,7 @@ int main(int argc, char** argv) {
       ->envname("CONVSERVE_TLS_CLIENT_CA");
   CLI11_PARSE(app, argc, argv);
 
-  ConfigureLogging(options);
+  convserve::api::ConfigureLogging(options.log_level, options.log_format);
 
   // A shell's background job inherits SIGINT as ignored, and an ignored signal is discarded
   // even while blocked: install a handler so that sigwait sees it.

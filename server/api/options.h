@@ -19,7 +19,7 @@ struct ServerOptions {
   std::string model_control_mode = "none";  // none | poll | explicit
   std::vector<std::string> load_models;     // explicit mode: loaded at start ("*": all)
   int repository_poll_secs = 15;
-  std::string log_level = "info";        // trace | debug | info | warn | error | off
+  std::string log_level = "info";        // trace | debug | info | warn | error | critical | off
   std::string log_format = "text";       // text | json
   int64_t max_request_bytes = 64 << 20;  // gRPC max receive message size
   int exit_timeout_secs = 30;            // how long shutdown waits for in-flight requests
