@@ -134,15 +134,16 @@ inference::ModelConfig DeriveModelConfig(const std::string& name, const engine::
 
 absl::StatusOr<inference::ModelConfig> ReadModelConfig(
     const std::filesystem::path& model_dir, const std::string& name,
-    const std::filesystem::path& onnx_for_derivation) {
+    const std::filesystem::path& version_dir_for_derivation) {
   const std::filesystem::path config_path = model_dir / "config.pbtxt";
   std::error_code ec;
   if (!std::filesystem::exists(config_path, ec)) {
-    if (onnx_for_derivation.empty()) {
+    if (version_dir_for_derivation.empty()) {
       return absl::NotFoundError(
           absl::StrCat("model '", name, "': no config.pbtxt and no version folder to derive it"));
     }
-    ASSIGN_OR_RETURN(engine::Graph graph, onnx_import::ImportOnnxFile(onnx_for_derivation));
+    ASSIGN_OR_RETURN(engine::Graph graph,
+                     onnx_import::ImportOnnxFile(ModelFilePath(version_dir_for_derivation, {})));
     inference::ModelConfig config = DeriveModelConfig(name, graph);
     RETURN_IF_ERROR(ValidateModelConfig(config, name));
     ApplyModelConfigDefaults(&config, name);
@@ -150,9 +151,15 @@ absl::StatusOr<inference::ModelConfig> ReadModelConfig(
   }
   ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
   ASSIGN_OR_RETURN(inference::ModelConfig parsed, ParseModelConfig(text, name));
-  if ((parsed.input_size() == 0 || parsed.output_size() == 0) && !onnx_for_derivation.empty()) {
+  // A default_model_filename that is not a plain file name is not opened: validation refuses it.
+  const std::string& file = parsed.default_model_filename();
+  const bool plain_file = file.find_first_of("/\\") == std::string::npos && file != "." &&
+                          file != ".." && file.find('\0') == std::string::npos;
+  if ((parsed.input_size() == 0 || parsed.output_size() == 0) &&
+      !version_dir_for_derivation.empty() && plain_file) {
     // Triton's auto-complete: what the config leaves out comes from the model file.
-    ASSIGN_OR_RETURN(engine::Graph graph, onnx_import::ImportOnnxFile(onnx_for_derivation));
+    ASSIGN_OR_RETURN(engine::Graph graph, onnx_import::ImportOnnxFile(
+                                              ModelFilePath(version_dir_for_derivation, parsed)));
     const inference::ModelConfig derived = DeriveModelConfig(name, graph);
     if (parsed.input_size() == 0) *parsed.mutable_input() = derived.input();
     if (parsed.output_size() == 0) *parsed.mutable_output() = derived.output();

@@ -45,12 +45,13 @@ std::filesystem::path ModelFilePath(const std::filesystem::path& version_dir,
                                     const inference::ModelConfig& config);
 
 // The config of a model folder: config.pbtxt parsed, validated and completed; without a
-// config.pbtxt, derived from `onnx_for_derivation` (names, datatypes, dims without the batch
-// dimension; max_batch_size 64 when the first dim of every input and output is dynamic).
-// Inputs and outputs missing from a config.pbtxt are also taken from the ONNX model.
+// config.pbtxt, derived from the model file (model.onnx) of `version_dir_for_derivation` (names,
+// datatypes, dims without the batch dimension; max_batch_size 64 when the first dim of every
+// input and output is dynamic). Inputs and outputs missing from a config.pbtxt are also taken
+// from that version's model file (its default_model_filename, when that is a plain file name).
 absl::StatusOr<inference::ModelConfig> ReadModelConfig(
     const std::filesystem::path& model_dir, const std::string& name,
-    const std::filesystem::path& onnx_for_derivation);
+    const std::filesystem::path& version_dir_for_derivation);
 
 // Builds a config from the engine graph's inputs and outputs (see ReadModelConfig).
 inference::ModelConfig DeriveModelConfig(const std::string& name, const engine::Graph& graph);

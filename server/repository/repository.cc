@@ -107,7 +107,7 @@ absl::Status Repository::LoadLocked(const std::string& name) {
 
   const std::vector<int64_t> versions = ListVersions(model_dir);
   std::filesystem::path derive_from;
-  if (!versions.empty()) derive_from = model_dir / std::to_string(versions.back()) / "model.onnx";
+  if (!versions.empty()) derive_from = model_dir / std::to_string(versions.back());
   absl::StatusOr<inference::ModelConfig> config = ReadModelConfig(model_dir, name, derive_from);
   if (!config.ok()) return record_model_failure(config.status());
   const std::vector<int64_t> selected = SelectVersions(config->version_policy(), versions);

@@ -174,6 +174,24 @@ TEST_F(RepositoryTest, DefaultModelFilenameMustBeAFileOfTheVersionFolder) {
   EXPECT_EQ(Rows(repository, "m"), std::vector<std::string>{"1 READY "});
 }
 
+// A config that names its model file and leaves the inputs and outputs out: they come from that
+// file (there is no model.onnx to take them from).
+TEST_F(RepositoryTest, DerivedTensorsComeFromTheNamedModelFile) {
+  testing::WriteLinearOnnx(root_ / "m" / "1" / "net.onnx", 0.0f);
+  WriteText(root_ / "m" / "config.pbtxt",
+            "max_batch_size: 8\ndefault_model_filename: \"net.onnx\"\n");
+  Repository repository = MakeRepository();
+  ASSERT_TRUE(repository.Load("m").ok()) << repository.Load("m");
+  auto served = repository.Get("m", "");
+  ASSERT_TRUE(served.ok()) << served.status();
+  const inference::ModelConfig& config = served->model->config;
+  ASSERT_EQ(config.input_size(), 1);
+  EXPECT_EQ(config.input(0).name(), "input");
+  EXPECT_EQ(config.input(0).dims_size(), 3);
+  ASSERT_EQ(config.output_size(), 1);
+  EXPECT_EQ(config.output(0).name(), "logits");
+}
+
 // Finding: the log said "failed to load model 'm' version 3: model 'm' version 3: ...". The event
 // carries the model and version; its reason is what follows them. The index keeps it all.
 TEST_F(RepositoryTest, LoadEventsDoNotRepeatTheModelAndVersion) {
