@@ -80,7 +80,11 @@ struct PrometheusMetrics::Impl {
     prometheus::Histogram* total = nullptr;
     prometheus::Histogram* batch = nullptr;
     std::map<absl::StatusCode, prometheus::Counter*> requests;  // by outcome
-    std::map<std::string, prometheus::Gauge*> queue_depth;      // by version
+    struct Version {
+      prometheus::Gauge* queue_depth = nullptr;
+      int schedulers = 0;  // serving it now
+    };
+    std::map<std::string, Version> versions;
   };
   std::mutex series_mutex;
   std::map<std::string, ModelSeries, std::less<>> series;  // by model; never erased
@@ -238,16 +242,26 @@ void PrometheusMetrics::BatchExecuted(const std::string& model, int64_t batch_si
 
 void PrometheusMetrics::QueueDepthChanged(const std::string& model, const std::string& version,
                                           int64_t depth) {
-  prometheus::Gauge* gauge;
-  {
-    std::lock_guard<std::mutex> lock(impl_->series_mutex);
-    prometheus::Gauge*& slot = impl_->SeriesOf(model).queue_depth[version];
-    if (slot == nullptr) {
-      slot = &impl_->queue_depth->Add({{"model", model}, {"version", version}});
-    }
-    gauge = slot;
-  }
+  // Set under the lock: SchedulerStopped may remove the gauge.
+  std::lock_guard<std::mutex> lock(impl_->series_mutex);
+  prometheus::Gauge*& gauge = impl_->SeriesOf(model).versions[version].queue_depth;
+  if (gauge == nullptr) gauge = &impl_->queue_depth->Add({{"model", model}, {"version", version}});
   gauge->Set(static_cast<double>(depth));
+}
+
+void PrometheusMetrics::SchedulerStarted(const std::string& model, const std::string& version) {
+  std::lock_guard<std::mutex> lock(impl_->series_mutex);
+  ++impl_->SeriesOf(model).versions[version].schedulers;
+}
+
+void PrometheusMetrics::SchedulerStopped(const std::string& model, const std::string& version) {
+  std::lock_guard<std::mutex> lock(impl_->series_mutex);
+  auto& versions = impl_->SeriesOf(model).versions;
+  auto it = versions.find(version);
+  if (it == versions.end() || --it->second.schedulers > 0) return;
+  // No longer served: its queue depth is no series of the present.
+  if (it->second.queue_depth != nullptr) impl_->queue_depth->Remove(it->second.queue_depth);
+  versions.erase(it);
 }
 
 void PrometheusMetrics::AddScrapedCounter(const std::string& name, const std::string& help,

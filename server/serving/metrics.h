@@ -28,6 +28,8 @@ class PrometheusMetrics : public MetricsSink {
   void QueueDepthChanged(const std::string& model, const std::string& version,
                          int64_t depth) override;
   void ModelLoadEvent(const repository::LoadEvent& event) override;
+  void SchedulerStarted(const std::string& model, const std::string& version) override;
+  void SchedulerStopped(const std::string& model, const std::string& version) override;
   void UnservedRequest(absl::StatusCode code) override;
 
   // A counter family whose values are kept elsewhere and read at each scrape: `read` returns one

@@ -19,6 +19,10 @@ class MetricsSink {
   virtual void BatchExecuted(const std::string& model, int64_t batch_size) = 0;
   virtual void QueueDepthChanged(const std::string& model, const std::string& version,
                                  int64_t depth) = 0;
+  // A scheduler of the model version started or stopped (after its last QueueDepthChanged): the
+  // version's series go once no scheduler serves it (a reload of the same version overlaps).
+  virtual void SchedulerStarted(const std::string& model, const std::string& version) = 0;
+  virtual void SchedulerStopped(const std::string& model, const std::string& version) = 0;
   virtual void ModelLoadEvent(const repository::LoadEvent& event) = 0;
   // A request for a model or version that does not exist was answered `code` (NOT_FOUND). Not
   // per model: the names come from clients, and every new one would be a new series. (Requests

@@ -96,7 +96,9 @@ Scheduler::Scheduler(std::shared_ptr<const repository::ModelVersion> model,
           model_->config.dynamic_batching().default_queue_policy().max_queue_size() > 0
               ? model_->config.dynamic_batching().default_queue_policy().max_queue_size()
               : options.default_max_queue_size),
-      infer_ns_by_batch_(static_cast<size_t>(std::max<int64_t>(1, max_batch_size_)) + 1) {}
+      infer_ns_by_batch_(static_cast<size_t>(std::max<int64_t>(1, max_batch_size_)) + 1) {
+  if (options_.metrics) options_.metrics->SchedulerStarted(model_->name, model_->version_string());
+}
 
 absl::StatusOr<std::unique_ptr<Scheduler>> Scheduler::Create(
     std::shared_ptr<const repository::ModelVersion> model, SchedulerOptions options) {
@@ -141,6 +143,7 @@ Scheduler::~Scheduler() {
   }
   answers_cv_.notify_all();
   responder_.join();
+  if (options_.metrics) options_.metrics->SchedulerStopped(model_->name, model_->version_string());
 }
 
 void Scheduler::ResponderLoop() {

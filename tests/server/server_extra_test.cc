@@ -680,6 +680,31 @@ TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
   EXPECT_THAT(text, HasSubstr("# TYPE convserve_requests_total counter"));
 }
 
+// A model version no longer served leaves no queue-depth series behind.
+TEST_F(ServerExtraTest, UnloadedVersionsQueueDepthSeriesGoes) {
+  api::ServerOptions options;
+  options.metrics_port = -1;
+  options.model_control_mode = "explicit";
+  options.load_models = {"tiny"};
+  StartServer(options);
+  inference::ModelInferResponse response;
+  ASSERT_TRUE(Infer(Request("tiny", 1), &response).ok());
+  const auto metrics = [&] { return HttpGet(server_->metrics_port(), "/metrics"); };
+  const std::string series = R"(convserve_queue_depth{model="tiny",version="1"})";
+  EXPECT_THAT(metrics(), HasSubstr(series));
+
+  grpc::ClientContext context;
+  inference::RepositoryModelUnloadRequest unload;
+  unload.set_model_name("tiny");
+  inference::RepositoryModelUnloadResponse unloaded;
+  grpc::Status status = stub_->RepositoryModelUnload(&context, unload, &unloaded);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  // The scheduler is destroyed on the reaper thread after the unload answered.
+  EXPECT_TRUE(PollUntil([&] { return metrics().find(series) == std::string::npos; }));
+  // The counters of what happened stay.
+  EXPECT_THAT(metrics(), HasSubstr(R"(convserve_requests_total{model="tiny",outcome="OK"} 1)"));
+}
+
 TEST_F(ServerExtraTest, FullQueueFailsWithResourceExhausted) {
   auto scheduler = StartServerFor("queued");
   ASSERT_NE(scheduler, nullptr);
