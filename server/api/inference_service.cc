@@ -1,5 +1,6 @@
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <functional>
@@ -162,10 +163,20 @@ absl::Status ConvertRequest(const inference::ModelInferRequest& wire,
   return absl::OkStatus();
 }
 
+// Whether the protocol has a typed contents field for `datatype` (FP16 and BF16 have none).
+bool HasTypedContents(const std::string& datatype) {
+  return datatype != "FP16" && datatype != "BF16";
+}
+
+// The answer takes the form of the request: raw_output_contents (one per output, in order) or
+// typed contents. Where an output has no typed field, the whole answer is raw: raw and typed are
+// never mixed, since raw_output_contents[i] belongs to outputs[i].
 void FillResponse(serving::InferResponse& response, bool raw, inference::ModelInferResponse* wire) {
   wire->set_model_name(response.model_name);
   wire->set_model_version(response.model_version);
   wire->set_id(response.id);
+  raw = raw || std::any_of(response.outputs.begin(), response.outputs.end(),
+                           [](const auto& out) { return !HasTypedContents(out.datatype); });
   for (auto& out : response.outputs) {
     auto* tensor = wire->add_outputs();
     tensor->set_name(out.name);
@@ -185,34 +196,42 @@ void FillResponse(serving::InferResponse& response, bool raw, inference::ModelIn
       continue;
     }
     auto* contents = tensor->mutable_contents();
+    // Little-endian values of type T, widened to the field's type where it is wider.
     auto copy = [&](auto* field, auto type_tag) {
       using T = decltype(type_tag);
       const size_t n = out.data.size() / sizeof(T);
-      field->Resize(static_cast<int>(n), 0);
       std::vector<T> values(n);
       std::memcpy(values.data(), out.data.data(), n * sizeof(T));
-      for (size_t i = 0; i < n; ++i) field->Set(static_cast<int>(i), values[i]);
+      field->Reserve(static_cast<int>(n));
+      for (const T& value : values) field->Add(value);
     };
-    if (out.datatype == "BYTES") {
+    const std::string& type = out.datatype;
+    if (type == "BYTES") {
       for (auto& element : out.elements) contents->add_bytes_contents(std::move(element));
-    } else if (out.datatype == "FP32") {
+    } else if (type == "FP32") {
       contents->mutable_fp32_contents()->Resize(static_cast<int>(out.data.size() / 4), 0.0f);
       std::memcpy(contents->mutable_fp32_contents()->mutable_data(), out.data.data(),
                   out.data.size());
-    } else if (out.datatype == "FP64") {
+    } else if (type == "FP64") {
       copy(contents->mutable_fp64_contents(), double{});
-    } else if (out.datatype == "INT64") {
+    } else if (type == "INT64") {
       copy(contents->mutable_int64_contents(), int64_t{});
-    } else if (out.datatype == "INT32") {
+    } else if (type == "INT32") {
       copy(contents->mutable_int_contents(), int32_t{});
-    } else {
-      // Other types travel raw even when the request was typed.
-      wire->mutable_outputs()->RemoveLast();
-      auto* again = wire->add_outputs();
-      again->set_name(out.name);
-      again->set_datatype(out.datatype);
-      for (int64_t d : out.shape) again->add_shape(d);
-      wire->add_raw_output_contents(std::move(out.data));
+    } else if (type == "INT16") {
+      copy(contents->mutable_int_contents(), int16_t{});
+    } else if (type == "INT8") {
+      copy(contents->mutable_int_contents(), int8_t{});
+    } else if (type == "UINT64") {
+      copy(contents->mutable_uint64_contents(), uint64_t{});
+    } else if (type == "UINT32") {
+      copy(contents->mutable_uint_contents(), uint32_t{});
+    } else if (type == "UINT16") {
+      copy(contents->mutable_uint_contents(), uint16_t{});
+    } else if (type == "UINT8") {
+      copy(contents->mutable_uint_contents(), uint8_t{});
+    } else if (type == "BOOL") {
+      copy(contents->mutable_bool_contents(), uint8_t{});
     }
   }
 }

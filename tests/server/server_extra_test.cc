@@ -27,6 +27,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "onnx/onnx_pb.h"
 #include "proto/health.grpc.pb.h"
 #include "proto/inference.grpc.pb.h"
 #include "server/api/server.h"
@@ -681,6 +682,79 @@ TEST_F(ServerExtraTest, PrometheusEndpointCountsRequestsBatchesQueueAndLoads) {
 }
 
 // A model version no longer served leaves no queue-depth series behind.
+// ONNX's Dropout conformance model (outputs y FP32 and z BOOL, the mask) served from a folder
+// without config: a typed request gets every output in typed contents, a raw one every output in
+// raw_output_contents, in order; the values are ONNX's expected outputs.
+TEST_F(ServerExtraTest, AnswersTakeTheRequestsFormForEveryOutputDatatype) {
+  const std::filesystem::path data =
+      "/usr/share/libonnx-testdata/data/node/test_dropout_default_mask";
+  ASSERT_TRUE(std::filesystem::exists(data / "model.onnx")) << "libonnx-testdata not installed";
+  std::filesystem::create_directories(root_ / "dmask" / "1");
+  std::filesystem::copy_file(data / "model.onnx", root_ / "dmask" / "1" / "model.onnx");
+  StartServer(api::ServerOptions{});
+  auto read_tensor = [&](const char* file) {
+    onnx::TensorProto tensor;
+    std::ifstream in(data / "test_data_set_0" / file, std::ios::binary);
+    EXPECT_TRUE(tensor.ParseFromIstream(&in)) << file;
+    return tensor;
+  };
+  const onnx::TensorProto x = read_tensor("input_0.pb"), y = read_tensor("output_0.pb"),
+                          z = read_tensor("output_1.pb");
+  ASSERT_EQ(x.data_type(), onnx::TensorProto::FLOAT);
+  ASSERT_EQ(z.data_type(), onnx::TensorProto::BOOL);
+  const auto floats = [](const onnx::TensorProto& t) {
+    std::vector<float> v(t.float_data().begin(), t.float_data().end());
+    if (v.empty()) {
+      v.resize(t.raw_data().size() / 4);
+      std::memcpy(v.data(), t.raw_data().data(), t.raw_data().size());
+    }
+    return v;
+  };
+  std::vector<bool> mask(z.int32_data().begin(), z.int32_data().end());
+  if (mask.empty()) mask.assign(z.raw_data().begin(), z.raw_data().end());
+  const std::vector<float> x_values = floats(x), y_values = floats(y);
+  ASSERT_EQ(mask.size(), y_values.size());
+
+  for (const bool raw : {false, true}) {
+    SCOPED_TRACE(raw ? "raw request" : "typed request");
+    inference::ModelInferRequest request;
+    request.set_model_name("dmask");
+    auto* input = request.add_inputs();
+    input->set_name(x.name().empty() ? "x" : x.name());
+    input->set_datatype("FP32");
+    for (int64_t d : x.dims()) input->add_shape(d);
+    if (raw) {
+      request.add_raw_input_contents(std::string(reinterpret_cast<const char*>(x_values.data()),
+                                                 x_values.size() * sizeof(float)));
+    } else {
+      for (float v : x_values) input->mutable_contents()->add_fp32_contents(v);
+    }
+    inference::ModelInferResponse response;
+    grpc::Status status = Infer(request, &response);
+    ASSERT_TRUE(status.ok()) << status.error_message();
+    ASSERT_EQ(response.outputs_size(), 2);
+    EXPECT_EQ(response.outputs(0).datatype(), "FP32");
+    EXPECT_EQ(response.outputs(1).datatype(), "BOOL");
+    std::vector<float> got_y;
+    std::vector<bool> got_z;
+    if (raw) {
+      ASSERT_EQ(response.raw_output_contents_size(), 2);
+      const std::string& y_bytes = response.raw_output_contents(0);
+      got_y.resize(y_bytes.size() / 4);
+      std::memcpy(got_y.data(), y_bytes.data(), y_bytes.size());
+      got_z.assign(response.raw_output_contents(1).begin(), response.raw_output_contents(1).end());
+    } else {
+      EXPECT_EQ(response.raw_output_contents_size(), 0);
+      got_y.assign(response.outputs(0).contents().fp32_contents().begin(),
+                   response.outputs(0).contents().fp32_contents().end());
+      got_z.assign(response.outputs(1).contents().bool_contents().begin(),
+                   response.outputs(1).contents().bool_contents().end());
+    }
+    EXPECT_EQ(got_y, y_values);
+    EXPECT_EQ(got_z, mask);
+  }
+}
+
 TEST_F(ServerExtraTest, UnloadedVersionsQueueDepthSeriesGoes) {
   api::ServerOptions options;
   options.metrics_port = -1;
