@@ -539,6 +539,8 @@ bool Scheduler::TakeInlineSlot() {
 }
 
 bool Scheduler::ClaimGroup(Pending& last, std::vector<Pending>& group) {
+  // Without dynamic batching, requests never share an execution.
+  if (!dynamic_batching_) return false;
   if (queue_.empty() || inline_busy_ || forming_ || executing_ >= num_workers()) return false;
   const Clock::time_point now = Clock::now();
   if (last.request->deadline <= now) return false;

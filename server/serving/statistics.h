@@ -57,30 +57,45 @@ class ModelStatistics {
  public:
   // A request that succeeded, with `batch_size` elements.
   void RecordSuccess(const RequestTimings& timings, int64_t batch_size);
-  // A request that failed (validation, deadline, execution); `queue_ns` if it was queued.
+  // A request that failed (validation, deadline, execution); `queue_ns` if it was queued (0: it
+  // never was). A failure adds to the total latency's percentiles, to the queue's only if it was
+  // queued, never to the compute's (it was not computed).
   void RecordFailure(uint64_t total_ns, uint64_t queue_ns);
   // One model execution.
   void RecordExecution(int64_t batch_size, uint64_t input_ns, uint64_t infer_ns,
                        uint64_t output_ns);
 
   StatisticsSnapshot Snapshot() const;
+  // The same at `now` (tests drive the window with it).
+  StatisticsSnapshot SnapshotAt(Clock::time_point now) const;
+  // RecordSuccess/RecordFailure's percentile samples at `now` (NaN: none), without the
+  // counters (tests).
+  void AddSampleAt(Clock::time_point now, float queue_us, float compute_us, float total_us);
 
  private:
+  // One request's latencies; NaN where it has none (not queued, not computed).
   struct Sample {
-    Clock::time_point at;
     float queue_us, compute_us, total_us;
   };
-  void AddSample(const Sample& sample);  // mutex_ held
+  // The last minute is kept per second: every request counted, and a uniform sample of at most
+  // kSamplesPerSecond of each second's requests (Algorithm R), each standing for count / samples
+  // requests in the percentiles. Memory stays bounded at any rate.
+  struct Second {
+    int64_t second = 0;  // since the clock's epoch
+    uint64_t count = 0;
+    std::vector<Sample> samples;
+  };
+  void AddSample(Clock::time_point now, const Sample& sample);  // mutex_ held
 
-  static constexpr size_t kWindowMax = 200000;    // bound of the last-minute window
+  static constexpr size_t kSamplesPerSecond = 2048;
+  static constexpr int64_t kWindowSeconds = 60;
   static constexpr size_t kReservoirSize = 8192;  // since-start reservoir (Algorithm R)
 
   mutable std::mutex mutex_;
   StatisticsSnapshot totals_;
-  std::deque<Sample> window_;
-  uint64_t window_count_extra_ = 0;  // requests of the window beyond kWindowMax (not sampled)
+  std::deque<Second> window_;
   std::vector<Sample> reservoir_;
-  uint64_t seen_ = 0;
+  uint64_t seen_ = 0, seen_queued_ = 0, seen_computed_ = 0;
   float max_queue_us_ = 0, max_compute_us_ = 0, max_total_us_ = 0;
   std::mt19937_64 random_{12345};
 };

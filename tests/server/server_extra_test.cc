@@ -195,6 +195,13 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
     return created.ok() ? *std::move(created) : nullptr;
   }
 
+  // Default options but no metrics port (the default, 8002, is one fixed port for all tests).
+  static api::ServerOptions WithoutMetrics() {
+    api::ServerOptions options;
+    options.metrics_port = 0;
+    return options;
+  }
+
   void StartServer(api::ServerOptions options) {
     options.model_repository = root_.string();
     options.grpc_address = "127.0.0.1";
@@ -564,7 +571,7 @@ TEST_F(ServerExtraTest, ShutdownUnderClosedLoopLoadAnswersOnlyOkOrUnavailable) {
 }
 
 TEST_F(ServerExtraTest, SecondServerOnAPortInUseFailsToStart) {
-  StartServer(api::ServerOptions{});
+  ASSERT_NO_FATAL_FAILURE(StartServer(WithoutMetrics()));
   api::ServerOptions options;
   options.model_repository = root_.string();
   options.grpc_address = "127.0.0.1";
@@ -583,7 +590,7 @@ TEST_F(ServerExtraTest, SecondServerOnAPortInUseFailsToStart) {
 }
 
 TEST_F(ServerExtraTest, TypedContentsOfDatatypesWithoutAFieldNameTheModelAndTheFix) {
-  StartServer(api::ServerOptions{});
+  ASSERT_NO_FATAL_FAILURE(StartServer(WithoutMetrics()));
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"FP16",
        "input 'input' of model 'tiny': datatype FP16 has no typed contents field in the "
@@ -691,7 +698,7 @@ TEST_F(ServerExtraTest, AnswersTakeTheRequestsFormForEveryOutputDatatype) {
   ASSERT_TRUE(std::filesystem::exists(data / "model.onnx")) << "libonnx-testdata not installed";
   std::filesystem::create_directories(root_ / "dmask" / "1");
   std::filesystem::copy_file(data / "model.onnx", root_ / "dmask" / "1" / "model.onnx");
-  StartServer(api::ServerOptions{});
+  ASSERT_NO_FATAL_FAILURE(StartServer(WithoutMetrics()));
   auto read_tensor = [&](const char* file) {
     onnx::TensorProto tensor;
     std::ifstream in(data / "test_data_set_0" / file, std::ios::binary);
@@ -752,6 +759,38 @@ TEST_F(ServerExtraTest, AnswersTakeTheRequestsFormForEveryOutputDatatype) {
     }
     EXPECT_EQ(got_y, y_values);
     EXPECT_EQ(got_z, mask);
+  }
+}
+
+// Without dynamic_batching (Triton's semantics) requests never share an execution, even when they
+// arrive together.
+TEST_F(ServerExtraTest, WithoutDynamicBatchingEveryExecutionIsOneRequest) {
+  WriteText(root_ / "unbatched" / "config.pbtxt", R"(max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+)");
+  WriteLinearOnnx(root_ / "unbatched" / "1" / "model.onnx", 0.0f);
+  ASSERT_NO_FATAL_FAILURE(StartServer(WithoutMetrics()));
+  constexpr int kClients = 8, kRequests = 60;
+  std::atomic<int> failures{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < kClients; ++c) {
+    clients.emplace_back([&] {
+      auto stub = GRPCInferenceService::NewStub(channel_);
+      for (int i = 0; i < kRequests; ++i) {
+        grpc::ClientContext context;
+        inference::ModelInferResponse response;
+        if (!stub->ModelInfer(&context, Request("unbatched", 1), &response).ok()) ++failures;
+      }
+    });
+  }
+  for (auto& client : clients) client.join();
+  EXPECT_EQ(failures.load(), 0);
+  const inference::ModelStatistics stats = Stats("unbatched");
+  EXPECT_EQ(stats.inference_count(), static_cast<uint64_t>(kClients * kRequests));
+  EXPECT_EQ(stats.execution_count(), stats.inference_count());
+  for (const auto& batch : stats.batch_stats()) {
+    EXPECT_EQ(batch.batch_size(), 1u) << batch.compute_infer().count() << " executions";
   }
 }
 
@@ -953,7 +992,9 @@ TEST_F(ServerExtraTest, RequestArrivingWithOthersIsQueuedNotRunInline) {
 // (ClaimGroup). Deterministic: the worker is held inside an answer callback, so it cannot take the
 // queued requests; the group then runs on the test thread, as one execution of batch 3.
 TEST_F(ServerExtraTest, RequestsThatArrivedTogetherRunAsOneBatchOnTheLastOnesThread) {
-  auto scheduler = StartServerWithModel("group", LinearModelConfig("group", 8), 0.0f);
+  // Dynamic batching without a queue delay: only requests that arrive together share a batch.
+  auto scheduler =
+      StartServerWithModel("group", LinearModelConfig("group", 8, "dynamic_batching { }\n"), 0.0f);
   ASSERT_NE(scheduler, nullptr);
   const auto batches_of_3 = [&] {
     uint64_t n = 0;
