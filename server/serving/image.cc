@@ -6,6 +6,7 @@
 #include <cstring>
 #include <limits>
 #include <string>
+#include <vector>
 
 #include <jpeglib.h>
 #include <png.h>
@@ -85,31 +86,110 @@ absl::StatusOr<Image> DecodeJpeg(std::string_view bytes, int channels, int64_t m
   return result;
 }
 
+struct PngReader {
+  std::jmp_buf jump;
+  char message[256];
+  const unsigned char* data;
+  size_t size;
+  size_t offset;
+};
+
+void PngError(png_structp png, png_const_charp message) {
+  auto* reader = static_cast<PngReader*>(png_get_error_ptr(png));
+  std::snprintf(reader->message, sizeof(reader->message), "%s", message);
+  std::longjmp(reader->jump, 1);
+}
+
+void PngWarning(png_structp, png_const_charp) {}
+
+void PngRead(png_structp png, png_bytep out, size_t n) {
+  auto* reader = static_cast<PngReader*>(png_get_io_ptr(png));
+  if (reader->size - reader->offset < n) png_error(png, "the data ends inside the image");
+  std::memcpy(out, reader->data + reader->offset, n);
+  reader->offset += n;
+}
+
+// The stored samples as they are, as JPEG's decoder and PIL give them: no colour management
+// (libpng's simplified API treats 16-bit samples as linear light and gamma-encodes them, and
+// turns colour into grey with linear-light weights); 16-bit scaled to 8 (v / 257, rounded);
+// alpha and palette transparency ignored, as PIL's convert("L"/"RGB") does; grey from colour
+// with Rec.601 weights in libjpeg's fixed point (identical to its JCS_GRAYSCALE and to PIL).
+// No C++ objects with destructors live between setjmp and longjmp in this function.
 absl::StatusOr<Image> DecodePng(std::string_view bytes, int channels, int64_t max_pixels) {
-  png_image png;
-  std::memset(&png, 0, sizeof(png));
-  png.version = PNG_IMAGE_VERSION;
-  if (!png_image_begin_read_from_memory(&png, bytes.data(), bytes.size())) {
-    std::string message = png.message;
-    png_image_free(&png);
-    return absl::InvalidArgumentError(absl::StrCat("corrupt PNG image: ", message));
+  PngReader reader;
+  reader.message[0] = '\0';
+  reader.data = reinterpret_cast<const unsigned char*>(bytes.data());
+  reader.size = bytes.size();
+  reader.offset = 0;
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, &reader, PngError, PngWarning);
+  png_infop info = png != nullptr ? png_create_info_struct(png) : nullptr;
+  if (info == nullptr) {
+    png_destroy_read_struct(&png, nullptr, nullptr);
+    return absl::ResourceExhaustedError("cannot allocate a PNG decoder");
   }
-  if (static_cast<int64_t>(png.width) * png.height > max_pixels) {
-    png_image_free(&png);
-    return TooManyPixels(png.width, png.height, max_pixels);
+  Image* image = new Image();
+  std::vector<unsigned char>* decoded = new std::vector<unsigned char>();
+  std::vector<png_bytep>* rows = new std::vector<png_bytep>();
+  int too_many = 0, decoded_channels = 0;
+  if (setjmp(reader.jump)) {
+    png_destroy_read_struct(&png, &info, nullptr);
+    delete image;
+    delete decoded;
+    delete rows;
+    return absl::InvalidArgumentError(
+        absl::StrCat("corrupt or truncated PNG image: ", static_cast<const char*>(reader.message)));
   }
-  png.format = channels == 1 ? PNG_FORMAT_GRAY : PNG_FORMAT_RGB;
-  Image image;
-  image.width = static_cast<int>(png.width);
-  image.height = static_cast<int>(png.height);
-  image.channels = channels;
-  image.pixels.resize(PNG_IMAGE_SIZE(png));
-  if (!png_image_finish_read(&png, nullptr, image.pixels.data(), 0, nullptr)) {
-    std::string message = png.message;
-    png_image_free(&png);
-    return absl::InvalidArgumentError(absl::StrCat("corrupt or truncated PNG image: ", message));
+  png_set_read_fn(png, &reader, PngRead);
+  png_read_info(png, info);
+  image->width = static_cast<int>(png_get_image_width(png, info));
+  image->height = static_cast<int>(png_get_image_height(png, info));
+  if (static_cast<int64_t>(image->width) * image->height > max_pixels) {
+    too_many = 1;
+  } else {
+    const int color = png_get_color_type(png, info);
+    if (color == PNG_COLOR_TYPE_PALETTE) png_set_palette_to_rgb(png);
+    if (color == PNG_COLOR_TYPE_GRAY && png_get_bit_depth(png, info) < 8) {
+      png_set_expand_gray_1_2_4_to_8(png);
+    }
+    if (png_get_bit_depth(png, info) == 16) png_set_scale_16(png);
+    png_set_strip_alpha(png);
+    png_set_interlace_handling(png);
+    png_read_update_info(png, info);
+    decoded_channels = png_get_channels(png, info);
+    const size_t row_bytes = png_get_rowbytes(png, info);
+    decoded->resize(row_bytes * static_cast<size_t>(image->height));
+    rows->resize(static_cast<size_t>(image->height));
+    for (size_t y = 0; y < rows->size(); ++y) (*rows)[y] = decoded->data() + y * row_bytes;
+    png_read_image(png, rows->data());
+    png_read_end(png, nullptr);
   }
-  return image;
+  png_destroy_read_struct(&png, &info, nullptr);
+  Image result = std::move(*image);
+  std::vector<unsigned char> samples = std::move(*decoded);
+  delete image;
+  delete decoded;
+  delete rows;
+  if (too_many) return TooManyPixels(result.width, result.height, max_pixels);
+  if (decoded_channels != 1 && decoded_channels != 3) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("PNG image decodes to ", decoded_channels, " channels, expected 1 or 3"));
+  }
+  const size_t pixels = static_cast<size_t>(result.width) * result.height;
+  result.channels = channels;
+  result.pixels.resize(pixels * static_cast<size_t>(channels));
+  unsigned char* out = result.pixels.data();
+  const unsigned char* in = samples.data();
+  if (decoded_channels == channels) {
+    std::memcpy(out, in, result.pixels.size());
+  } else if (channels == 1) {
+    for (size_t i = 0; i < pixels; ++i, in += 3) {
+      out[i] = static_cast<unsigned char>(
+          (19595u * in[0] + 38470u * in[1] + 7471u * in[2] + 32768u) >> 16);
+    }
+  } else {
+    for (size_t i = 0; i < pixels; ++i) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = in[i];
+  }
+  return result;
 }
 
 }  // namespace

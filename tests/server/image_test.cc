@@ -2,7 +2,9 @@
 // the decoder itself, on the bundled test images (PNG and JPEG, gray and RGB, 28x28 and 112x112);
 // PreprocessImage and Uint8ToFloat against hand-computed values and naive per-element references.
 #include <gtest/gtest.h>
+#include <png.h>
 
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -12,6 +14,7 @@
 #include <vector>
 
 #include "server/serving/image.h"
+#include "tests/server/test_models.h"
 
 namespace convserve::testing {
 namespace {
@@ -37,6 +40,48 @@ TEST(EncodedImagePixels, MatchesTheDecodedSizeOfEveryTestImage) {
     ++checked;
   }
   EXPECT_GE(checked, 10);
+}
+
+// The stored samples, as JPEG's decoder and PIL read them: no colour management.
+TEST(DecodeImage, PngSamplesAreReadWithoutColourManagement) {
+  // Colour to grey: Rec.601 in libjpeg's fixed point, (19595 R + 38470 G + 7471 B + 32768) >> 16:
+  // (200, 40, 40) -> 88 (libpng's linear-light conversion gave 103).
+  const std::vector<uint8_t> red(2 * 2 * 3, 0);
+  std::vector<uint8_t> rgb = red;
+  for (size_t i = 0; i < rgb.size(); i += 3) rgb[i] = 200, rgb[i + 1] = 40, rgb[i + 2] = 40;
+  auto gray = serving::DecodeImage(EncodePngFormat(PNG_FORMAT_RGB, 2, 2, rgb.data()), 1, 1 << 20);
+  ASSERT_TRUE(gray.ok()) << gray.status();
+  EXPECT_EQ(gray->channels, 1);
+  EXPECT_EQ(gray->pixels, std::vector<uint8_t>(4, 88));
+  auto color = serving::DecodeImage(EncodePngFormat(PNG_FORMAT_RGB, 2, 2, rgb.data()), 3, 1 << 20);
+  ASSERT_TRUE(color.ok()) << color.status();
+  EXPECT_EQ(color->pixels, rgb);
+
+  // 16-bit samples scaled to 8 bits (v / 257): 32896 -> 128 (it was gamma-encoded to 186).
+  const std::vector<uint16_t> wide(3 * 2, 32896);
+  auto scaled =
+      serving::DecodeImage(EncodePngFormat(PNG_FORMAT_LINEAR_Y, 3, 2, wide.data()), 1, 1 << 20);
+  ASSERT_TRUE(scaled.ok()) << scaled.status();
+  EXPECT_EQ(scaled->pixels, std::vector<uint8_t>(6, 128));
+
+  // Alpha is ignored (as PIL's convert does), not composited: a transparent pixel keeps its colour.
+  const std::vector<uint8_t> rgba = {10, 20, 30, 0, 200, 40, 40, 255};
+  auto opaque =
+      serving::DecodeImage(EncodePngFormat(PNG_FORMAT_RGBA, 2, 1, rgba.data()), 3, 1 << 20);
+  ASSERT_TRUE(opaque.ok()) << opaque.status();
+  EXPECT_EQ(opaque->pixels, (std::vector<uint8_t>{10, 20, 30, 200, 40, 40}));
+
+  // Grey to colour: the grey value in every channel.
+  const std::vector<uint8_t> grey = {0, 77, 255};
+  auto widened =
+      serving::DecodeImage(EncodePngFormat(PNG_FORMAT_GRAY, 3, 1, grey.data()), 3, 1 << 20);
+  ASSERT_TRUE(widened.ok()) << widened.status();
+  EXPECT_EQ(widened->pixels, (std::vector<uint8_t>{0, 0, 0, 77, 77, 77, 255, 255, 255}));
+
+  // A truncated file is an error, not a padded image.
+  const std::string png = EncodePngFormat(PNG_FORMAT_RGB, 2, 2, rgb.data());
+  auto cut = serving::DecodeImage(png.substr(0, png.size() - 20), 1, 1 << 20);
+  EXPECT_EQ(cut.status().code(), absl::StatusCode::kInvalidArgument) << cut.status();
 }
 
 TEST(EncodedImagePixels, UnknownWhenTheHeaderDoesNotSay) {

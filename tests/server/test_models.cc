@@ -157,23 +157,27 @@ inference::ModelInferRequest PatternRequest(const std::string& model,
   return request;
 }
 
-std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height) {
+std::string EncodePngFormat(uint32_t format, int width, int height, const void* samples) {
   png_image image;
   std::memset(&image, 0, sizeof(image));
   image.version = PNG_IMAGE_VERSION;
   image.width = static_cast<png_uint_32>(width);
   image.height = static_cast<png_uint_32>(height);
-  image.format = PNG_FORMAT_GRAY;
+  image.format = format;
   png_alloc_size_t size = 0;
-  if (!png_image_write_to_memory(&image, nullptr, &size, 0, gray.data(), 0, nullptr)) {
+  if (!png_image_write_to_memory(&image, nullptr, &size, 0, samples, 0, nullptr)) {
     throw std::runtime_error(image.message);
   }
   std::string out(size, '\0');
-  if (!png_image_write_to_memory(&image, out.data(), &size, 0, gray.data(), 0, nullptr)) {
+  if (!png_image_write_to_memory(&image, out.data(), &size, 0, samples, 0, nullptr)) {
     throw std::runtime_error(image.message);
   }
   out.resize(size);
   return out;
+}
+
+std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height) {
+  return EncodePngFormat(PNG_FORMAT_GRAY, width, height, gray.data());
 }
 
 std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height) {

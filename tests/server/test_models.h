@@ -41,6 +41,8 @@ inference::ModelInferRequest Uint8Request(const std::string& model,
                                           const std::vector<uint8_t>& pixels);
 
 std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height);
+// A PNG of libpng's simplified `format` (PNG_FORMAT_RGB, PNG_FORMAT_LINEAR_Y: 16-bit samples...).
+std::string EncodePngFormat(uint32_t format, int width, int height, const void* samples);
 std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height);
 
 // The test repository:
