@@ -4,6 +4,9 @@
 #include <chrono>
 #include <cstring>
 #include <functional>
+#include <limits>
+#include <type_traits>
+#include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "proto/inference.grpc.pb.h"
@@ -32,15 +35,27 @@ std::string_view BytesOf(const google::protobuf::RepeatedField<T>& field) {
 absl::Status TypedContents(const inference::InferTensorContents& contents,
                            const std::string& datatype, const std::string& model,
                            serving::InputTensor& tensor, std::vector<std::string>& owned) {
-  auto narrow = [&](const auto& field, auto type_tag) {
+  // Values of a wider field narrowed to T; one out of T's range is an error, not wrapped.
+  auto narrow = [&](const auto& field, auto type_tag) -> absl::Status {
     using T = decltype(type_tag);
     std::string buffer(field.size() * sizeof(T), '\0');
     for (int i = 0; i < field.size(); ++i) {
-      const T value = static_cast<T>(field.Get(i));
+      const auto wide = field.Get(i);
+      if constexpr (!std::is_same_v<std::remove_cv_t<decltype(wide)>, bool>) {
+        if (!std::in_range<T>(wide)) {
+          return absl::InvalidArgumentError(
+              absl::StrCat("input '", tensor.name, "' of model '", model, "': value ", wide,
+                           " at index ", i, " is out of the range of ", datatype, " (",
+                           static_cast<int64_t>(std::numeric_limits<T>::min()), "..",
+                           static_cast<int64_t>(std::numeric_limits<T>::max()), ")"));
+        }
+      }
+      const T value = static_cast<T>(wide);
       std::memcpy(buffer.data() + i * sizeof(T), &value, sizeof(T));
     }
     owned.push_back(std::move(buffer));
     tensor.data = owned.back();
+    return absl::OkStatus();
   };
   if (datatype == "FP32") {
     tensor.data = BytesOf(contents.fp32_contents());
@@ -55,15 +70,15 @@ absl::Status TypedContents(const inference::InferTensorContents& contents,
   } else if (datatype == "UINT64") {
     tensor.data = BytesOf(contents.uint64_contents());
   } else if (datatype == "UINT8") {
-    narrow(contents.uint_contents(), uint8_t{});
+    RETURN_IF_ERROR(narrow(contents.uint_contents(), uint8_t{}));
   } else if (datatype == "UINT16") {
-    narrow(contents.uint_contents(), uint16_t{});
+    RETURN_IF_ERROR(narrow(contents.uint_contents(), uint16_t{}));
   } else if (datatype == "INT8") {
-    narrow(contents.int_contents(), int8_t{});
+    RETURN_IF_ERROR(narrow(contents.int_contents(), int8_t{}));
   } else if (datatype == "INT16") {
-    narrow(contents.int_contents(), int16_t{});
+    RETURN_IF_ERROR(narrow(contents.int_contents(), int16_t{}));
   } else if (datatype == "BOOL") {
-    narrow(contents.bool_contents(), uint8_t{});
+    RETURN_IF_ERROR(narrow(contents.bool_contents(), uint8_t{}));
   } else if (datatype == "BYTES") {
     for (const std::string& element : contents.bytes_contents()) tensor.elements.push_back(element);
   } else if (datatype == "FP16" || datatype == "BF16") {

@@ -187,8 +187,9 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   impl->inference_service = CreateInferenceService(impl->core.get(), *impl->rpc);
   impl->convserve_service = CreateConvServeService(impl->core.get(), *impl->rpc);
   impl->health = std::make_unique<HealthService>(
-      *impl->rpc,
-      std::vector<std::string>{"inference.GRPCInferenceService", "convserve.v1.ConvServe"});
+      *impl->rpc, std::vector<std::string>{"inference.GRPCInferenceService",
+                                           "convserve.v1.ConvServe", "grpc.health.v1.Health",
+                                           "grpc.reflection.v1alpha.ServerReflection"});
   builder.RegisterService(impl->inference_service.get());
   builder.RegisterService(impl->convserve_service.get());
   builder.RegisterService(impl->health.get());

@@ -332,6 +332,10 @@ absl::Status Scheduler::Validate(Pending& pending) const {
                                                      model,
                                                      "' is not FP32 and cannot be classified"));
     }
+    if (std::find(pending.outputs.begin(), pending.outputs.end(), index) != pending.outputs.end()) {
+      return absl::InvalidArgumentError(absl::StrCat("output '", requested.name, "' of model '",
+                                                     model, "' is requested more than once"));
+    }
     pending.outputs.push_back(index);
     pending.classification.push_back(requested.classification);
   }

@@ -352,6 +352,8 @@ TEST_F(ServerExtraTest, HealthKnowsEachServiceAndNoOther) {
   StartServer(options);
   EXPECT_EQ(HealthStatus(channel_, "inference.GRPCInferenceService"), 1);
   EXPECT_EQ(HealthStatus(channel_, "convserve.v1.ConvServe"), 1);
+  EXPECT_EQ(HealthStatus(channel_, "grpc.health.v1.Health"), 1);
+  EXPECT_EQ(HealthStatus(channel_, "grpc.reflection.v1alpha.ServerReflection"), 1);
   grpc::Status failed;
   EXPECT_EQ(HealthStatus(channel_, "no.such.Service", &failed), -1);
   EXPECT_EQ(failed.error_code(), grpc::StatusCode::NOT_FOUND);
@@ -606,6 +608,31 @@ TEST_F(ServerExtraTest, TypedContentsOfDatatypesWithoutAFieldNameTheModelAndTheF
     grpc::Status status = Infer(request, &response);
     EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << datatype;
     EXPECT_EQ(status.error_message(), message);
+  }
+  {
+    // A typed UINT8 value out of range is refused, not wrapped (300 would become 44).
+    inference::ModelInferRequest request = Uint8Request("tiny", std::vector<uint8_t>(28 * 28, 1));
+    std::string raw = request.raw_input_contents(0);
+    request.clear_raw_input_contents();
+    for (unsigned char byte : raw)
+      request.mutable_inputs(0)->mutable_contents()->add_uint_contents(byte);
+    request.mutable_inputs(0)->mutable_contents()->set_uint_contents(5, 300);
+    inference::ModelInferResponse response;
+    grpc::Status status = Infer(request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(),
+              "input 'input' of model 'tiny': value 300 at index 5 is out of the range of UINT8 "
+              "(0..255)");
+  }
+  {
+    inference::ModelInferRequest request = Request("tiny", 1);
+    request.add_outputs()->set_name("logits");
+    request.add_outputs()->set_name("logits");
+    inference::ModelInferResponse response;
+    grpc::Status status = Infer(request, &response);
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+    EXPECT_EQ(status.error_message(),
+              "output 'logits' of model 'tiny' is requested more than once");
   }
   inference::ModelInferResponse response;
   grpc::Status status = Infer(Request("tiny", 1), &response);
