@@ -410,6 +410,13 @@ void ApplyModelConfigDefaults(ModelConfig* config, std::string_view folder_name)
     if (group.kind() == ModelInstanceGroup::KIND_AUTO) group.set_kind(ModelInstanceGroup::KIND_CPU);
   }
   if (config->precision().empty()) config->set_precision(std::string(kPrecisionFp32));
+  // The version policy that applies, spelled out as Triton's ModelConfig does: the latest one.
+  if (config->version_policy().policy_choice_case() ==
+          inference::ModelVersionPolicy::POLICY_CHOICE_NOT_SET ||
+      (config->version_policy().has_latest() &&
+       config->version_policy().latest().num_versions() == 0)) {
+    config->mutable_version_policy()->mutable_latest()->set_num_versions(1);
+  }
 
   if (!config->has_preprocessing()) return;
   ModelPreprocessing* pre = config->mutable_preprocessing();

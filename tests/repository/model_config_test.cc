@@ -513,6 +513,8 @@ TEST(ApplyModelConfigDefaultsTest, FillsEverythingLeftOut) {
   EXPECT_EQ(config->instance_group(0).count(), 1);
   EXPECT_EQ(config->instance_group(0).kind(), inference::ModelInstanceGroup::KIND_CPU);
   EXPECT_EQ(config->precision(), "fp32");
+  ASSERT_TRUE(config->version_policy().has_latest());
+  EXPECT_EQ(config->version_policy().latest().num_versions(), 1u);
   EXPECT_EQ(config->preprocessing().input(), "x");
   EXPECT_FLOAT_EQ(config->preprocessing().scale(), 1.0f);
   EXPECT_THAT(config->preprocessing().mean(), ::testing::ElementsAre(0.0f, 0.0f, 0.0f));
@@ -521,6 +523,7 @@ TEST(ApplyModelConfigDefaultsTest, FillsEverythingLeftOut) {
 
 TEST(ApplyModelConfigDefaultsTest, KeepsWhatIsSet) {
   inference::ModelConfig config = FashionConfig();
+  config.mutable_version_policy()->mutable_latest()->set_num_versions(2);
   const inference::ModelConfig before = config;
   ApplyModelConfigDefaults(&config, "fashion-k3");
   EXPECT_EQ(config.SerializeAsString(), before.SerializeAsString());
