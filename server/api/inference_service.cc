@@ -30,6 +30,11 @@ std::string_view BytesOf(const google::protobuf::RepeatedField<T>& field) {
   return std::string_view(reinterpret_cast<const char*>(field.data()), field.size() * sizeof(T));
 }
 
+// Whether the protocol has a typed contents field for `datatype` (FP16 and BF16 have none).
+bool HasTypedContents(const std::string& datatype) {
+  return datatype != "FP16" && datatype != "BF16";
+}
+
 // The typed contents of `datatype` as little-endian bytes; views into the message where the
 // wire type matches the datatype, converted into `owned` otherwise.
 absl::Status TypedContents(const inference::InferTensorContents& contents,
@@ -81,7 +86,7 @@ absl::Status TypedContents(const inference::InferTensorContents& contents,
     RETURN_IF_ERROR(narrow(contents.bool_contents(), uint8_t{}));
   } else if (datatype == "BYTES") {
     for (const std::string& element : contents.bytes_contents()) tensor.elements.push_back(element);
-  } else if (datatype == "FP16" || datatype == "BF16") {
+  } else if (!HasTypedContents(datatype)) {
     return absl::InvalidArgumentError(absl::StrCat(
         "input '", tensor.name, "' of model '", model, "': datatype ", datatype,
         " has no typed contents field in the protocol: send it in raw_input_contents"));
@@ -176,11 +181,6 @@ absl::Status ConvertRequest(const inference::ModelInferRequest& wire,
     request.outputs.push_back(std::move(requested));
   }
   return absl::OkStatus();
-}
-
-// Whether the protocol has a typed contents field for `datatype` (FP16 and BF16 have none).
-bool HasTypedContents(const std::string& datatype) {
-  return datatype != "FP16" && datatype != "BF16";
 }
 
 // The answer takes the form of the request: raw_output_contents (one per output, in order) or

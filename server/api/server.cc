@@ -8,7 +8,6 @@
 #include <mutex>
 #include <thread>
 
-#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "dnnl.hpp"
@@ -16,6 +15,7 @@
 #include "server/api/health_service.h"
 #include "server/api/services.h"
 #include "server/common/files.h"
+#include "server/repository/repository.h"
 #include "server/serving/metrics.h"
 #include "server/serving/server_core.h"
 #include "spdlog/spdlog.h"
@@ -323,14 +323,11 @@ void LogStartupSummary(const ServerOptions& options, Server& server) {
   for (const auto& entry : core.Index(false)) {
     if (entry.state == "READY") continue;
     // Explicit mode leaves models unloaded on purpose; anything else is a failure.
-    const std::string subject =
-        absl::StrCat("model '", entry.name, "'",
-                     entry.version.empty() ? "" : absl::StrCat(" version ", entry.version));
-    // The reason may begin with the same subject: say it once.
-    std::string reason = entry.reason;
-    if (absl::StartsWith(reason, subject + ": ")) reason.erase(0, subject.size() + 2);
+    // The reason may begin with the model and version the line starts with: say them once.
     spdlog::log(entry.reason == "not loaded" ? spdlog::level::info : spdlog::level::warn,
-                "  {}: {}: {}", subject, entry.state, reason);
+                "  model '{}'{}: {}: {}", entry.name,
+                entry.version.empty() ? "" : " version " + entry.version, entry.state,
+                repository::WithoutModelPrefix(entry.reason, entry.name, entry.version));
   }
 }
 

@@ -152,11 +152,8 @@ absl::StatusOr<inference::ModelConfig> ReadModelConfig(
   ASSIGN_OR_RETURN(std::string text, ReadFile(config_path));
   ASSIGN_OR_RETURN(inference::ModelConfig parsed, ParseModelConfig(text, name));
   // A default_model_filename that is not a plain file name is not opened: validation refuses it.
-  const std::string& file = parsed.default_model_filename();
-  const bool plain_file = file.find_first_of("/\\") == std::string::npos && file != "." &&
-                          file != ".." && file.find('\0') == std::string::npos;
   if ((parsed.input_size() == 0 || parsed.output_size() == 0) &&
-      !version_dir_for_derivation.empty() && plain_file) {
+      !version_dir_for_derivation.empty() && ValidateModelFileName(parsed, name).ok()) {
     // Triton's auto-complete: what the config leaves out comes from the model file.
     ASSIGN_OR_RETURN(engine::Graph graph, onnx_import::ImportOnnxFile(
                                               ModelFilePath(version_dir_for_derivation, parsed)));

@@ -212,13 +212,6 @@ absl::Status ValidateFileNameInFolder(const ErrorBuilder& errors, absl::string_v
   return absl::OkStatus();
 }
 
-absl::Status ValidateModelFileName(const ErrorBuilder& errors, const ModelConfig& config) {
-  // Empty means "model.onnx".
-  if (config.default_model_filename().empty()) return absl::OkStatus();
-  return ValidateFileNameInFolder(errors, "default_model_filename", config.default_model_filename(),
-                                  "version folder");
-}
-
 absl::Status ValidateLabelFiles(const ErrorBuilder& errors, const ModelConfig& config) {
   for (int i = 0; i < config.output_size(); ++i) {
     const std::string& file = config.output(i).label_filename();
@@ -380,6 +373,13 @@ absl::StatusOr<ModelConfig> ParseModelConfig(std::string_view text,
   return config;
 }
 
+absl::Status ValidateModelFileName(const ModelConfig& config, std::string_view folder_name) {
+  // Empty means "model.onnx".
+  if (config.default_model_filename().empty()) return absl::OkStatus();
+  return ValidateFileNameInFolder(ErrorBuilder(folder_name), "default_model_filename",
+                                  config.default_model_filename(), "version folder");
+}
+
 absl::Status ValidateModelConfig(const ModelConfig& config, std::string_view folder_name) {
   const ErrorBuilder errors(folder_name);
   if (!config.name().empty() && config.name() != folder_name) {
@@ -394,7 +394,7 @@ absl::Status ValidateModelConfig(const ModelConfig& config, std::string_view fol
   RETURN_IF_ERROR(ValidateInputFormats(errors, config));
   RETURN_IF_ERROR(ValidateOutputs(errors, config));
   RETURN_IF_ERROR(ValidateLabelFiles(errors, config));
-  RETURN_IF_ERROR(ValidateModelFileName(errors, config));
+  RETURN_IF_ERROR(ValidateModelFileName(config, folder_name));
   RETURN_IF_ERROR(ValidateDynamicBatching(errors, config));
   RETURN_IF_ERROR(ValidateInstanceGroups(errors, config));
   RETURN_IF_ERROR(ValidatePrecision(errors, config));

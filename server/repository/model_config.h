@@ -35,6 +35,11 @@ inline constexpr std::string_view kPrecisionInt8 = "int8";
 absl::StatusOr<inference::ModelConfig> ParseModelConfig(std::string_view text,
                                                         std::string_view model_name_for_errors);
 
+// Checks the config's default_model_filename (empty: model.onnx): a file name in the version
+// folder, not a path. Part of ValidateModelConfig.
+absl::Status ValidateModelFileName(const inference::ModelConfig& config,
+                                   std::string_view folder_name);
+
 // Checks a parsed config for a model stored in the folder `folder_name`. Does not modify it;
 // settings that ApplyModelConfigDefaults fills in (empty name, instance count 0, empty
 // preprocessing.input with one input, empty mean/std) are accepted. Returns the first problem.

@@ -11,11 +11,7 @@
 #include "server/common/status.h"
 
 namespace convserve::repository {
-namespace {
 
-// `message` without a leading "model '<name>' version <version>: " or "model '<name>': ", for
-// texts that already say which model and version they are about (load events, which end up in
-// the log as "failed to load model '<name>' version <version>: ...", and Get's errors).
 std::string WithoutModelPrefix(absl::string_view message, const std::string& name,
                                const std::string& version) {
   const std::string model = absl::StrCat("model '", name, "'");
@@ -26,8 +22,6 @@ std::string WithoutModelPrefix(absl::string_view message, const std::string& nam
   absl::ConsumePrefix(&message, absl::StrCat(model, ": "));
   return std::string(message);
 }
-
-}  // namespace
 
 Repository::Repository(std::filesystem::path root, ServableFactory factory, EventListener listener)
     : root_(std::move(root)), factory_(std::move(factory)), listener_(std::move(listener)) {}

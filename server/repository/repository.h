@@ -25,9 +25,16 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "server/repository/model.h"
 
 namespace convserve::repository {
+
+// `text` without a leading "model '<name>' version <version>: " or "model '<name>': ", for texts
+// shown where the model and version are said already (load events, which end up in the log as
+// "failed to load model '<name>' version <version>: ...", Get's errors, the start-up summary).
+std::string WithoutModelPrefix(absl::string_view text, const std::string& name,
+                               const std::string& version);
 
 // What serves a loaded model version (defined by the serving module). Destroyed when the last
 // handle to it goes away.

@@ -27,6 +27,28 @@ prometheus::Histogram::BucketBoundaries LatencyBuckets() {
           25e-3, 50e-3,  100e-3, 250e-3, 500e-3, 1.0,    2.5,  5.0};
 }
 
+// Opens and closes a TCP connection to `bind_address` ("host:port" as the exposer was given it;
+// a wildcard host means this machine), ignoring failures.
+void Knock(const std::string& bind_address, int port) {
+  std::string host = bind_address.substr(0, bind_address.rfind(':'));
+  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
+    host = host.substr(1, host.size() - 2);
+  }
+  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
+  if (host == "::") host = "::1";
+  addrinfo hints = {};
+  hints.ai_socktype = SOCK_STREAM;
+  hints.ai_flags = AI_NUMERICSERV;
+  addrinfo* found = nullptr;
+  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
+  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
+  if (fd >= 0) {
+    connect(fd, found->ai_addr, found->ai_addrlen);
+    close(fd);
+  }
+  freeaddrinfo(found);
+}
+
 class ScrapedCounter final : public prometheus::Collectable {
  public:
   ScrapedCounter(std::string name, std::string help, std::string label,
@@ -104,31 +126,6 @@ struct PrometheusMetrics::Impl {
 };
 
 PrometheusMetrics::PrometheusMetrics(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-namespace {
-
-// Opens and closes a TCP connection to `bind_address` ("host:port" as the exposer was given it;
-// a wildcard host means this machine), ignoring failures.
-void Knock(const std::string& bind_address, int port) {
-  std::string host = bind_address.substr(0, bind_address.rfind(':'));
-  if (host.size() >= 2 && host.front() == '[' && host.back() == ']') {
-    host = host.substr(1, host.size() - 2);
-  }
-  if (host.empty() || host == "0.0.0.0") host = "127.0.0.1";
-  if (host == "::") host = "::1";
-  addrinfo hints = {};
-  hints.ai_socktype = SOCK_STREAM;
-  hints.ai_flags = AI_NUMERICSERV;
-  addrinfo* found = nullptr;
-  if (getaddrinfo(host.c_str(), std::to_string(port).c_str(), &hints, &found) != 0) return;
-  const int fd = socket(found->ai_family, found->ai_socktype, found->ai_protocol);
-  if (fd >= 0) {
-    connect(fd, found->ai_addr, found->ai_addrlen);
-    close(fd);
-  }
-  freeaddrinfo(found);
-}
-
-}  // namespace
 
 PrometheusMetrics::~PrometheusMetrics() {
   if (impl_ == nullptr || impl_->exposer == nullptr) return;

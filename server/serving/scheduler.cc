@@ -249,6 +249,7 @@ absl::Status Scheduler::Validate(Pending& pending) const {
             "model '", model, "' has no batch dimension: send one image, got ", shape[0]));
       }
       this_batch = shape[0];
+      RETURN_IF_ERROR(check_batch(this_batch));
       pending.kind[i] = InputKind::kImage;
     } else {
       const bool uint8_for_float = tensor.datatype == "UINT8" && expected_type == "FP32";
@@ -291,7 +292,6 @@ absl::Status Scheduler::Validate(Pending& pending) const {
             static_cast<int64_t>(tensor.data.size()) / element_size));
       }
     }
-    RETURN_IF_ERROR(check_batch(this_batch));
     if (batch >= 0 && this_batch != batch) {
       return absl::InvalidArgumentError(absl::StrCat("input '", input.name(), "' of model '", model,
                                                      "' has batch size ", this_batch,
