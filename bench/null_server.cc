@@ -8,12 +8,16 @@
 //   convserve-null-server --port 8101 --output-bytes fashion-k3=40,fashion-mlp=40
 //
 // --output-bytes gives each model's output bytes per image; a request of N images (the first
-// dimension of its first input) gets N times that. --spin-us S: the thread looks for the next call
-// for S microseconds before it sleeps, as convserve-server's --grpc-spin-us (default 0). Stops on
-// SIGTERM/SIGINT.
+// dimension of its first input) gets N times that. A request with the parameter `busy_us` = U
+// (int64) is answered after the thread has busy-waited U microseconds, as if it computed in
+// place for that long without touching memory: the bench uses it to measure what a longer wait
+// costs the client and the server on this machine, apart from any work. --spin-us S: the thread
+// looks for the next call for S microseconds before it sleeps, as convserve-server's --grpc-spin-us
+// (default 0). Stops on SIGTERM/SIGINT.
 #include <grpcpp/grpcpp.h>
 #include <signal.h>
 
+#include <chrono>
 #include <cstdlib>
 #include <iostream>
 #include <map>
@@ -161,6 +165,12 @@ int main(int argc, char** argv) {
           return grpc::Status(
               grpc::StatusCode::INVALID_ARGUMENT,
               absl::StrCat("batch of ", images, " images: expected 1..", kMaxImages));
+        }
+        if (auto busy = request.parameters().find("busy_us"); busy != request.parameters().end()) {
+          const auto until = std::chrono::steady_clock::now() +
+                             std::chrono::microseconds(busy->second.int64_param());
+          while (std::chrono::steady_clock::now() < until) {
+          }
         }
         response.set_model_name(request.model_name());
         response.set_model_version("1");

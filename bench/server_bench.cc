@@ -62,6 +62,7 @@
 #include "dnnl.hpp"
 #include "proto/inference.grpc.pb.h"
 #include "server/api/options.h"
+#include "server/api/spin_next.h"
 #include "server/engine/engine.h"
 #include "server/repository/model.h"
 
@@ -587,6 +588,11 @@ template <typename Request, typename Response>
 using AsyncMethod = std::function<std::unique_ptr<grpc::ClientAsyncResponseReader<Response>>(
     grpc::ClientContext*, const Request&, grpc::CompletionQueue*)>;
 
+// How the client thread waits for its answers: asleep in the completion queue (what most clients
+// do; on this machine the wake-up when the answer arrives costs tens of microseconds), or polling
+// it without sleeping (a core spent so that the client's wake-up is not in the latency).
+enum class ClientWait { kSleep, kPoll };
+
 // `concurrency` calls in flight on one completion queue, each replaced as soon as it completes,
 // until `seconds` have passed; then drains. Dies on a failed call or an answer `valid` rejects.
 // Returns per-request latencies in microseconds.
@@ -594,7 +600,8 @@ template <typename Request, typename Response>
 std::vector<double> DriveClosedLoop(const AsyncMethod<Request, Response>& method,
                                     const std::vector<Request>& requests, int concurrency,
                                     double seconds,
-                                    const std::function<bool(const Response&)>& valid) {
+                                    const std::function<bool(const Response&)>& valid,
+                                    ClientWait wait = ClientWait::kSleep) {
   grpc::CompletionQueue queue;
   std::vector<double> latencies_us;
   size_t next = 0;
@@ -612,7 +619,13 @@ std::vector<double> DriveClosedLoop(const AsyncMethod<Request, Response>& method
   for (int c = 0; c < concurrency; ++c) start_call();
   void* tag = nullptr;
   bool ok = false;
-  while (in_flight > 0 && queue.Next(&tag, &ok)) {
+  // Polling: the same loop as a server thread's spin for its next call (spin_next.h), bounded
+  // by the call's deadline.
+  const auto poll_for = wait == ClientWait::kPoll
+                            ? std::chrono::microseconds(std::chrono::seconds(30))
+                            : std::chrono::microseconds(0);
+  while (in_flight > 0 && convserve::api::NextEvent(
+                              &queue, poll_for, [] { return true; }, nullptr, &tag, &ok)) {
     std::unique_ptr<Call<Response>> call(static_cast<Call<Response>*>(tag));
     const auto now = Clock::now();
     --in_flight;
@@ -632,7 +645,8 @@ std::vector<double> DriveClosedLoop(const AsyncMethod<Request, Response>& method
 
 std::vector<double> DriveInfer(Stub& stub,
                                const std::vector<inference::ModelInferRequest>& requests,
-                               int concurrency, double seconds, size_t expected_output_bytes) {
+                               int concurrency, double seconds, size_t expected_output_bytes,
+                               ClientWait wait) {
   return DriveClosedLoop<inference::ModelInferRequest, inference::ModelInferResponse>(
       [&](grpc::ClientContext* context, const inference::ModelInferRequest& request,
           grpc::CompletionQueue* queue) { return stub.AsyncModelInfer(context, request, queue); },
@@ -640,7 +654,8 @@ std::vector<double> DriveInfer(Stub& stub,
       [&](const inference::ModelInferResponse& response) {
         return response.raw_output_contents_size() == 1 &&
                response.raw_output_contents(0).size() == expected_output_bytes;
-      });
+      },
+      wait);
 }
 
 // The floor of any RPC on this machine: ServerLive (empty request, one bool back) at
@@ -667,18 +682,21 @@ Floor MeasureRpcFloor(Stub& stub, pid_t server_pid, double seconds) {
           (after.server.total() - before.server.total()) * 1e6 / calls};
 }
 
+// Which server a phase measures: convserve-server (ModelStatistics read before and after) or
+// the do-nothing server (which has none).
+enum class Peer { kConvserve, kNull };
+
 // `expected_output_bytes` is per request (images_per_request times one image's output).
-// `server_statistics`: read ModelStatistics before and after (false for the do-nothing server,
-// which has none).
 Phase RunPhase(Stub& stub, pid_t server_pid, const std::string& model,
                const std::vector<inference::ModelInferRequest>& requests, int images_per_request,
                int concurrency, double seconds, size_t expected_output_bytes,
-               bool server_statistics = true) {
-  DriveInfer(stub, requests, concurrency, 0.15, expected_output_bytes);  // warm-up
+               Peer peer = Peer::kConvserve, ClientWait wait = ClientWait::kSleep) {
+  const bool server_statistics = peer == Peer::kConvserve;
+  DriveInfer(stub, requests, concurrency, 0.15, expected_output_bytes, wait);  // warm-up
   const ServerStats before = server_statistics ? ReadServerStats(stub, model) : ServerStats{};
   const CpuMark mark = MarkCpu(server_pid);
   const std::vector<double> latencies =
-      DriveInfer(stub, requests, concurrency, seconds, expected_output_bytes);
+      DriveInfer(stub, requests, concurrency, seconds, expected_output_bytes, wait);
   const CpuMark after = MarkCpu(server_pid);
   const ServerStats stats = server_statistics ? ReadServerStats(stub, model) : ServerStats{};
 
@@ -775,6 +793,13 @@ struct Row {
   std::vector<Floor> floor;     // ServerLive at concurrency 1, measured just before c1
   // The same FP32 requests against convserve-null-server (answers without doing anything).
   std::vector<Phase> null_c1, null_c8;
+  // convserve-null-server at concurrency 1 busy-waiting the engine's batch-1 p50 of the same
+  // round before each answer (its `busy_us` parameter): a server that computes as fast as the
+  // engine in place and does nothing else.
+  std::vector<Phase> null_busy_c1;
+  // Concurrency 1 with a client that polls for its answer (ClientWait::kPoll): convserve-server
+  // and the do-nothing server.
+  std::vector<Phase> poll_c1, null_poll_c1;
 };
 
 std::vector<double> Collect(size_t n, const std::function<double(size_t)>& at) {
@@ -793,6 +818,10 @@ struct Summary {  // what the tables show for one row and one input kind
   // convserve-null-server with the same FP32 requests: c1 p50, c8 images/s and its ratio to the
   // engine's best, server CPU per request at c8.
   Spread null_p50, null_ips, null_ratio, null_server_us;
+  // Concurrency 1, FP32: the do-nothing server busy-waiting the engine's p50 (its p50, and that
+  // minus the engine's p50: the overhead by the target's measure of a server that only waits);
+  // with a polling client, convserve-server (p50, overhead) and the do-nothing server (p50).
+  Spread null_busy_p50, null_busy_overhead, poll_p50, poll_overhead, null_poll_p50;
   Spread c1_infer_us, c1_client_us, c1_server_us, c1_queue_us;
   Spread engine_best, engine_at_max_c, server_ips, ratio, ceiling;
   Spread avg_batch, infer_us, queue_us, client_cores, server_cores, server_grpc_cores, other_cores,
@@ -825,6 +854,19 @@ Summary Summarize(const Row& row, const std::vector<Phase>& c1, const std::vecto
         false);
     s.null_server_us = SpreadOf(
         Collect(n, [&](size_t i) { return row.null_c8[i].server_cpu_us_per_request; }), true);
+  }
+  if (row.null_busy_c1.size() >= n && row.poll_c1.size() >= n && row.null_poll_c1.size() >= n) {
+    const auto p50s = [&](const std::vector<Phase>& phases, bool minus_engine) {
+      return SpreadOf(
+          Collect(n,
+                  [&](size_t i) { return phases[i].p50_us - (minus_engine ? e[i].p50_us : 0.0); }),
+          true);
+    };
+    s.null_busy_p50 = p50s(row.null_busy_c1, false);
+    s.null_busy_overhead = p50s(row.null_busy_c1, true);
+    s.poll_p50 = p50s(row.poll_c1, false);
+    s.poll_overhead = p50s(row.poll_c1, true);
+    s.null_poll_p50 = p50s(row.null_poll_c1, false);
   }
   s.c1_infer_us = SpreadOf(Collect(n, [&](size_t i) { return c1[i].infer_us_per_image; }), true);
   s.c1_client_us =
@@ -933,6 +975,11 @@ std::string SummaryJson(const Summary& s) {
         SpreadJson(s.null_ips)},
        {"null_server_cpu_us_per_request_c" + std::to_string(kThroughputConcurrency),
         SpreadJson(s.null_server_us)},
+       {"null_server_busy_engine_p50_p50_us", SpreadJson(s.null_busy_p50)},
+       {"null_server_busy_engine_p50_overhead_p50_us", SpreadJson(s.null_busy_overhead)},
+       {"polling_client_server_p50_us", SpreadJson(s.poll_p50)},
+       {"polling_client_overhead_p50_us", SpreadJson(s.poll_overhead)},
+       {"polling_client_null_server_p50_us", SpreadJson(s.null_poll_p50)},
        {"server_compute_infer_us_c1", SpreadJson(s.c1_infer_us)},
        {"engine_best_images_per_s", SpreadJson(s.engine_best)},
        {"engine_best_batch", std::to_string(s.best_batch)},
@@ -1004,6 +1051,11 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
         out << ",\n        \"null_server_c1\": " << PhaseJson(row.null_c1[i])
             << ",\n        \"null_server_c8\": " << PhaseJson(row.null_c8[i]);
       }
+      if (i < row.null_busy_c1.size() && i < row.poll_c1.size() && i < row.null_poll_c1.size()) {
+        out << ",\n        \"null_server_busy_engine_p50_c1\": " << PhaseJson(row.null_busy_c1[i])
+            << ",\n        \"polling_client_server_c1\": " << PhaseJson(row.poll_c1[i])
+            << ",\n        \"polling_client_null_server_c1\": " << PhaseJson(row.null_poll_c1[i]);
+      }
       if (i < row.batch_c8.size()) {
         out << ",\n        \"server_c8_" << kClientBatch
             << "_images_per_request\": " << PhaseJson(row.batch_c8[i]);
@@ -1071,7 +1123,10 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << " us for the next call like the server's), answering "
          "every ModelInfer at once with an output of the model's size and nothing decoded, "
          "validated, queued or computed. It is the least any server of this protocol pays per "
-         "call on this machine, measured in the same rounds. Overhead = server latency - "
+         "call on this machine, measured in the same rounds; then three more concurrency-1 "
+         "phases: the do-nothing server busy-waiting the engine's p50 per request, and both "
+         "servers with a client that polls for its answers (see \"what waiting costs\" below). "
+         "Overhead = server latency - "
          "engine batch-1 latency of the same "
          "round. Throughput ratio = server images/s at concurrency "
       << kThroughputConcurrency
@@ -1108,6 +1163,23 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
     } else if (s.floor_p50.median > kOverheadTargetUs) {
       out << " The RPC floor alone (ServerLive p50 " << Fixed(s.floor_p50.median, 0)
           << " us, no model work) is above the overhead target on this machine.";
+    }
+    if (!std::isnan(s.null_busy_overhead.median)) {
+      out << " Measured the same way, the do-nothing server busy-waiting the engine's p50 before "
+             "each answer has an overhead of "
+          << Fixed(s.null_busy_overhead.median, 0) << " us at p50 (target "
+          << TargetWord(s.null_busy_overhead.median <= kOverheadTargetUs) << ")";
+      const double waiting = s.null_busy_overhead.median - s.null_p50.median;
+      if (waiting > 0) {
+        out << ", " << Fixed(waiting, 0)
+            << " us more than its p50 without the wait: on this machine a longer wait costs more";
+      }
+      out << ". With a client that polls for its answer instead of sleeping, convserve's "
+             "overhead is "
+          << Fixed(s.poll_overhead.median, 0) << " us at p50 (target "
+          << TargetWord(s.poll_overhead.median <= kOverheadTargetUs)
+          << "; the do-nothing server then answers in " << Fixed(s.null_poll_p50.median, 0)
+          << " us).";
     }
     if (!row.batch_c8.empty()) {
       const Summary b = Summarize(row, row.c1, row.batch_c8);
@@ -1179,6 +1251,35 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << " | " << Fixed(s.floor_server_cpu.median, 0) << " | "
         << Fixed(s.floor_client_cpu.median, 0) << " |\n";
   }
+  out << "\n## Concurrency 1: what waiting costs on this machine\n\n"
+      << "The overhead above includes what the client and the machine pay for waiting: while the "
+         "server computes, the client's thread sleeps and its idle core halts, and waking it when "
+         "the answer arrives takes tens of microseconds here, more after a longer sleep. Two "
+         "measurements in the same rounds separate that from the server's own cost (FP32, "
+         "concurrency 1). First, the do-nothing server busy-waiting, before each answer, the "
+         "engine's batch-1 p50 of the same round (request parameter `busy_us`: no memory touched, "
+         "nothing computed): the overhead by the target's measure of a server whose only cost is "
+         "computing exactly as fast as the engine. Second, the same closed loop with a client "
+         "thread that polls its completion queue instead of sleeping (the server's own "
+         "`--grpc-spin-us` loop, for the whole wait), against convserve-server and the do-nothing "
+         "server: the client's wake-up is then out of the latency. A polling client spends a core "
+         "while it waits; most clients sleep, so the verdict above keeps the sleeping client's "
+         "numbers.\n\n"
+      << "| model | engine p50 us | sleeping client: do-nothing server p50 us | do-nothing server "
+         "busy-waiting the engine's p50: p50 us | its overhead p50 us | convserve overhead p50 "
+         "us | polling client: do-nothing server p50 us | convserve p50 us | convserve overhead "
+         "p50 us | target with a polling client |\n"
+      << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+  for (const Row& row : rows) {
+    const Summary s = Summarize(row, row.c1, row.c8);
+    if (std::isnan(s.null_busy_p50.median)) continue;
+    out << "| " << row.model << " | " << Cell(s.engine_p50, 0) << " | " << Cell(s.null_p50, 0)
+        << " | " << Cell(s.null_busy_p50, 0) << " | " << Cell(s.null_busy_overhead, 0) << " | "
+        << Cell(s.overhead_p50, 0) << " | " << Cell(s.null_poll_p50, 0) << " | "
+        << Cell(s.poll_p50, 0) << " | " << Cell(s.poll_overhead, 0) << " | "
+        << TargetWord(s.poll_overhead.median <= kOverheadTargetUs) << " |\n";
+  }
+
   out << "\n## Throughput, concurrency " << kThroughputConcurrency << " with dynamic batching\n\n"
       << "| model | input | threads | engine best img/s (batch) | engine img/s at batch "
       << kThroughputConcurrency << " | server img/s | ratio | target | batch formed | "
@@ -1293,10 +1394,15 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
           << " us, per-request cost now shared by " << kClientBatch << " images. Measured "
           << Fixed(b.server_ips.median, 0) << " img/s = " << Fixed(b.ratio.median * 100, 0)
           << "% of the engine";
-      if (s.ratio.median < 1) {
+      if (s.ratio.median < 1 && b.ratio.median > s.ratio.median) {
         out << ", which closes "
             << Fixed((b.ratio.median - s.ratio.median) / (1 - s.ratio.median) * 100, 0)
             << "% of the gap to the engine that one image per request leaves";
+      } else if (b.ratio.median <= s.ratio.median) {
+        out << ", no better than the " << Fixed(s.ratio.median * 100, 0)
+            << "% of one image per request (this model's engine gains nothing from batches "
+               "larger than "
+            << s.best_batch << ", and larger batches wait longer in the queue)";
       }
       out << ".";
     }
@@ -1526,10 +1632,23 @@ int main(int argc, char** argv) {
         }
         row.null_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
                                        fp32_requests[row.model], 1, 1, options.seconds,
-                                       output_bytes, /*server_statistics=*/false));
+                                       output_bytes, Peer::kNull));
         row.null_c8.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
                                        fp32_requests[row.model], 1, kThroughputConcurrency,
-                                       options.seconds, output_bytes, /*server_statistics=*/false));
+                                       options.seconds, output_bytes, Peer::kNull));
+        std::vector<inference::ModelInferRequest> busy_requests = fp32_requests[row.model];
+        for (auto& request : busy_requests) {
+          (*request.mutable_parameters())["busy_us"].set_int64_param(
+              std::llround(row.engine.back().p50_us));
+        }
+        row.null_busy_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model, busy_requests,
+                                            1, 1, options.seconds, output_bytes, Peer::kNull));
+        row.poll_c1.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model], 1,
+                                       1, options.seconds, output_bytes, Peer::kConvserve,
+                                       ClientWait::kPoll));
+        row.null_poll_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
+                                            fp32_requests[row.model], 1, 1, options.seconds,
+                                            output_bytes, Peer::kNull, ClientWait::kPoll));
         const Summary s = Summarize(row, row.c1, row.c8);
         std::cerr << "round " << round + 1 << "/" << options.rounds << " " << row.model
                   << " T=" << threads << ": engine p50 " << Fixed(row.engine.back().p50_us, 0)
@@ -1538,7 +1657,11 @@ int main(int argc, char** argv) {
                   << Fixed(row.c8.back().images_per_s, 0) << " img/s (batch "
                   << Fixed(row.c8.back().avg_batch, 1) << "), do-nothing server c1 p50 "
                   << Fixed(row.null_c1.back().p50_us, 0) << " us, c8 "
-                  << Fixed(row.null_c8.back().images_per_s, 0) << " req/s";
+                  << Fixed(row.null_c8.back().images_per_s, 0) << " req/s, busy-waiting "
+                  << Fixed(row.engine.back().p50_us, 0) << " us: c1 p50 "
+                  << Fixed(row.null_busy_c1.back().p50_us, 0)
+                  << " us; polling client: server c1 p50 " << Fixed(row.poll_c1.back().p50_us, 0)
+                  << " us, do-nothing " << Fixed(row.null_poll_c1.back().p50_us, 0) << " us";
         if (!row.batch_c8.empty()) {
           std::cerr << ", " << kClientBatch << " img/request "
                     << Fixed(row.batch_c8.back().images_per_s, 0) << " img/s (batch "

@@ -348,7 +348,14 @@ class InferenceService final : public inference::GRPCInferenceService::AsyncServ
                    inference::ModelConfigResponse* response, Reply reply) {
     absl::StatusOr<serving::ServedModel> served = core_->Get(request->name(), request->version());
     if (!served.ok()) return Finish(reply, served.status());
-    *response->mutable_config() = served->model->config;
+    inference::ModelConfig& config = *response->mutable_config();
+    config = served->model->config;
+    // The queue bound that applies when the config sets none (Triton's default is unbounded).
+    if (config.has_dynamic_batching() &&
+        config.dynamic_batching().default_queue_policy().max_queue_size() == 0) {
+      config.mutable_dynamic_batching()->mutable_default_queue_policy()->set_max_queue_size(
+          served->scheduler->max_queue_size());
+    }
     return Finish(reply, absl::OkStatus());
   }
 

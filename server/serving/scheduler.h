@@ -153,6 +153,8 @@ class Scheduler : public repository::Servable, public std::enable_shared_from_th
 
   const repository::ModelVersion& model() const { return *model_; }
   const ModelStatistics& statistics() const { return statistics_; }
+  // Requests that may wait in the queue: the config's max_queue_size, else the default.
+  size_t max_queue_size() const { return max_queue_size_; }
   int64_t queue_depth() const;
   int num_workers() const { return static_cast<int>(workers_.size()); }
   // Requests that ran on the submitting thread (see above).

@@ -821,6 +821,36 @@ output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
   }
 }
 
+// ModelConfig shows the queue bound that applies: the config's max_queue_size, else the
+// server's default of 1024 requests (documented in the README), where Triton's would be
+// unbounded. A model without dynamic_batching gets no dynamic_batching section.
+TEST_F(ServerExtraTest, ModelConfigShowsTheQueueBoundThatApplies) {
+  const std::string io = R"(max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+)";
+  WriteText(root_ / "defaultq" / "config.pbtxt",
+            io + "dynamic_batching { max_queue_delay_microseconds: 100 }\n");
+  WriteLinearOnnx(root_ / "defaultq" / "1" / "model.onnx", 0.0f);
+  WriteText(root_ / "unbatched" / "config.pbtxt", io);
+  WriteLinearOnnx(root_ / "unbatched" / "1" / "model.onnx", 0.0f);
+  ASSERT_NO_FATAL_FAILURE(StartServer(WithoutMetrics()));
+  const auto config_of = [&](const std::string& name) {
+    grpc::ClientContext context;
+    inference::ModelConfigRequest request;
+    request.set_name(name);
+    inference::ModelConfigResponse response;
+    const grpc::Status status = stub_->ModelConfig(&context, request, &response);
+    EXPECT_TRUE(status.ok()) << status.error_message();
+    return response.config();
+  };
+  const inference::ModelConfig defaultq = config_of("defaultq");
+  EXPECT_EQ(defaultq.dynamic_batching().default_queue_policy().max_queue_size(), 1024u);
+  EXPECT_EQ(defaultq.dynamic_batching().max_queue_delay_microseconds(), 100u);
+  EXPECT_EQ(config_of("queued").dynamic_batching().default_queue_policy().max_queue_size(), 1u);
+  EXPECT_FALSE(config_of("unbatched").has_dynamic_batching());
+}
+
 TEST_F(ServerExtraTest, UnloadedVersionsQueueDepthSeriesGoes) {
   api::ServerOptions options;
   options.metrics_port = -1;
