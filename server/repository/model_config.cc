@@ -404,8 +404,15 @@ absl::Status ValidateModelConfig(const ModelConfig& config, std::string_view fol
 
 void ApplyModelConfigDefaults(ModelConfig* config, std::string_view folder_name) {
   if (config->name().empty()) config->set_name(std::string(folder_name));
+  // The backend that serves it (a Triton config names its own, e.g. "onnxruntime": kept as
+  // written).
+  if (config->backend().empty()) config->set_backend("convserve");
   if (config->instance_group_size() == 0) config->add_instance_group();
+  int group_index = 0;
   for (ModelInstanceGroup& group : *config->mutable_instance_group()) {
+    // Named as Triton names them: <model>_<index in instance_group>.
+    if (group.name().empty()) group.set_name(absl::StrCat(config->name(), "_", group_index));
+    ++group_index;
     if (group.count() == 0) group.set_count(1);
     if (group.kind() == ModelInstanceGroup::KIND_AUTO) group.set_kind(ModelInstanceGroup::KIND_CPU);
   }

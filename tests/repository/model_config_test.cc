@@ -509,7 +509,9 @@ TEST(ApplyModelConfigDefaultsTest, FillsEverythingLeftOut) {
                       "cifar");
   ASSERT_TRUE(config.ok()) << config.status();
   EXPECT_EQ(config->name(), "cifar");
+  EXPECT_EQ(config->backend(), "convserve");
   ASSERT_EQ(config->instance_group_size(), 1);
+  EXPECT_EQ(config->instance_group(0).name(), "cifar_0");
   EXPECT_EQ(config->instance_group(0).count(), 1);
   EXPECT_EQ(config->instance_group(0).kind(), inference::ModelInstanceGroup::KIND_CPU);
   EXPECT_EQ(config->precision(), "fp32");
@@ -524,6 +526,8 @@ TEST(ApplyModelConfigDefaultsTest, FillsEverythingLeftOut) {
 TEST(ApplyModelConfigDefaultsTest, KeepsWhatIsSet) {
   inference::ModelConfig config = FashionConfig();
   config.mutable_version_policy()->mutable_latest()->set_num_versions(2);
+  config.set_backend("onnxruntime");
+  config.mutable_instance_group(0)->set_name("cpu");
   const inference::ModelConfig before = config;
   ApplyModelConfigDefaults(&config, "fashion-k3");
   EXPECT_EQ(config.SerializeAsString(), before.SerializeAsString());
