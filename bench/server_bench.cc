@@ -793,6 +793,7 @@ struct Row {
   std::vector<Floor> floor;     // ServerLive at concurrency 1, measured just before c1
   // The same FP32 requests against convserve-null-server (answers without doing anything).
   std::vector<Phase> null_c1, null_c8;
+  std::vector<Phase> null_batch_c8;  // kClientBatch images per request, as batch_c8
   // convserve-null-server at concurrency 1 busy-waiting the engine's batch-1 p50 of the same
   // round before each answer (its `busy_us` parameter): a server that computes as fast as the
   // engine in place and does nothing else.
@@ -846,14 +847,17 @@ Summary Summarize(const Row& row, const std::vector<Phase>& c1, const std::vecto
       SpreadOf(Collect(n, [&](size_t i) { return row.floor[i].client_cpu_us; }), true);
   s.floor_server_cpu =
       SpreadOf(Collect(n, [&](size_t i) { return row.floor[i].server_cpu_us; }), true);
-  if (row.null_c1.size() >= n && row.null_c8.size() >= n) {
+  // The do-nothing server's phase with as many images per request as `c8`'s.
+  const std::vector<Phase>& null_c8 =
+      n > 0 && c8[0].images_per_request > 1 ? row.null_batch_c8 : row.null_c8;
+  if (row.null_c1.size() >= n && null_c8.size() >= n) {
     s.null_p50 = SpreadOf(Collect(n, [&](size_t i) { return row.null_c1[i].p50_us; }), true);
-    s.null_ips = SpreadOf(Collect(n, [&](size_t i) { return row.null_c8[i].images_per_s; }), false);
+    s.null_ips = SpreadOf(Collect(n, [&](size_t i) { return null_c8[i].images_per_s; }), false);
     s.null_ratio = SpreadOf(
-        Collect(n, [&](size_t i) { return row.null_c8[i].images_per_s / e[i].best_images_per_s; }),
+        Collect(n, [&](size_t i) { return null_c8[i].images_per_s / e[i].best_images_per_s; }),
         false);
-    s.null_server_us = SpreadOf(
-        Collect(n, [&](size_t i) { return row.null_c8[i].server_cpu_us_per_request; }), true);
+    s.null_server_us =
+        SpreadOf(Collect(n, [&](size_t i) { return null_c8[i].server_cpu_us_per_request; }), true);
   }
   if (row.null_busy_c1.size() >= n && row.poll_c1.size() >= n && row.null_poll_c1.size() >= n) {
     const auto p50s = [&](const std::vector<Phase>& phases, bool minus_engine) {
@@ -1051,6 +1055,10 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
         out << ",\n        \"null_server_c1\": " << PhaseJson(row.null_c1[i])
             << ",\n        \"null_server_c8\": " << PhaseJson(row.null_c8[i]);
       }
+      if (i < row.null_batch_c8.size()) {
+        out << ",\n        \"null_server_c8_" << kClientBatch
+            << "_images_per_request\": " << PhaseJson(row.null_batch_c8[i]);
+      }
       if (i < row.null_busy_c1.size() && i < row.poll_c1.size() && i < row.null_poll_c1.size()) {
         out << ",\n        \"null_server_busy_engine_p50_c1\": " << PhaseJson(row.null_busy_c1[i])
             << ",\n        \"polling_client_server_c1\": " << PhaseJson(row.poll_c1[i])
@@ -1191,6 +1199,15 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
           << Fixed(b.avg_batch.median, 1) << ", client+server CPU " << Fixed(CpuUsPerImage(b), 0)
           << " us per image against " << Fixed(CpuUsPerImage(s), 0)
           << " us with one image per request.";
+      if (!std::isnan(b.null_ips.median)) {
+        out << " The do-nothing server answers the same " << kClientBatch << "-image requests at "
+            << Fixed(b.null_ips.median, 0) << " img/s, " << Fixed(b.null_ratio.median * 100, 0)
+            << "% of the engine's best"
+            << (b.null_ratio.median < kThroughputTarget
+                    ? ": with these requests no server of this protocol reaches the target on "
+                      "this machine."
+                    : ".");
+      }
     }
     out << "\n";
   }
@@ -1283,7 +1300,7 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
   out << "\n## Throughput, concurrency " << kThroughputConcurrency << " with dynamic batching\n\n"
       << "| model | input | threads | engine best img/s (batch) | engine img/s at batch "
       << kThroughputConcurrency << " | server img/s | ratio | target | batch formed | "
-      << "ceiling at batch " << kThroughputConcurrency << " | do-nothing server req/s (% of "
+      << "ceiling at batch " << kThroughputConcurrency << " | do-nothing server img/s (% of "
       << "engine best) |\n"
       << "|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|\n";
   const auto throughput_row = [&](const Row& row, const std::string& input, const Summary& s) {
@@ -1294,7 +1311,7 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << (s.ratio.median >= kThroughputTarget ? "met" : "**missed**") << " | "
         << Cell(s.avg_batch, 2) << " | "
         << (std::isnan(s.ceiling.median) ? "-" : Fixed(s.ceiling.median * 100, 0) + "%") << " | "
-        << (input == "FP32" && !std::isnan(s.null_ips.median)
+        << (input != "PNG" && !std::isnan(s.null_ips.median)
                 ? absl::StrCat(Fixed(s.null_ips.median, 0), " (",
                                Fixed(s.null_ratio.median * 100, 0), "%)")
                 : "-")
@@ -1319,12 +1336,12 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << " images in each request (client-side batching, " << kThroughputConcurrency * kClientBatch
       << " images in flight), so the per-request costs are shared by " << kClientBatch
       << " images; the server may then form batches larger than " << kThroughputConcurrency
-      << ", so no ceiling is given for them. \"do-nothing server\": the same one-image requests "
+      << ", so no ceiling is given for them. \"do-nothing server\": the same requests "
          "at concurrency "
       << kThroughputConcurrency
-      << " against `convserve-null-server`, which computes nothing: the most requests/s this "
-         "client and gRPC reach on this machine, so its percentage is the ceiling of the ratio "
-         "for one image per request.\n";
+      << " against `convserve-null-server`, which computes nothing: the most images/s this "
+         "client and gRPC reach on this machine with those requests, so its percentage is the "
+         "ceiling of the ratio for them.\n";
 
   out << "\n## Where the CPU goes at concurrency " << kThroughputConcurrency << " (FP32)\n\n"
       << "CPU time over the measured phase, in cores (CPU seconds per second), and per request. "
@@ -1349,7 +1366,7 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << Fixed(s.server_us.median, 0) << " | " << Fixed(CpuUsPerImage(s), 0) << " | "
         << Fixed(s.other_cores.median, 2) << " | " << Fixed(s.infer_us.median, 1) << " | "
         << Fixed(1e6 / s.engine_at_max_c.median, 1) << " | " << Fixed(s.queue_us.median, 0) << " | "
-        << (s.images_per_request == 1 ? Fixed(s.null_server_us.median, 0) : "-") << " |\n";
+        << Fixed(s.null_server_us.median, 0) << " |\n";
   };
   for (const Row& row : rows) cpu_row(row, Summarize(row, row.c1, row.c8));
   for (const Row& row : rows) {
@@ -1636,6 +1653,11 @@ int main(int argc, char** argv) {
         row.null_c8.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
                                        fp32_requests[row.model], 1, kThroughputConcurrency,
                                        options.seconds, output_bytes, Peer::kNull));
+        if (!batched_requests[row.model].empty()) {
+          row.null_batch_c8.push_back(RunPhase(
+              *null_stub, null_server.pid(), row.model, batched_requests[row.model], kClientBatch,
+              kThroughputConcurrency, options.seconds, output_bytes * kClientBatch, Peer::kNull));
+        }
         std::vector<inference::ModelInferRequest> busy_requests = fp32_requests[row.model];
         for (auto& request : busy_requests) {
           (*request.mutable_parameters())["busy_us"].set_int64_param(
