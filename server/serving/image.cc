@@ -40,6 +40,29 @@ void JpegEmitMessage(j_common_ptr cinfo, int level) {
   if (level < 0) JpegErrorExit(cinfo);
 }
 
+// Colour (3 samples a pixel) to grey: Rec.601 weights in libjpeg's fixed point (identical to its
+// JCS_GRAYSCALE and to PIL).
+void RgbToGrey(const unsigned char* rgb, size_t pixels, unsigned char* grey) {
+  for (size_t i = 0; i < pixels; ++i, rgb += 3) {
+    grey[i] = static_cast<unsigned char>(
+        (19595u * rgb[0] + 38470u * rgb[1] + 7471u * rgb[2] + 32768u) >> 16);
+  }
+}
+
+// CMYK (4 samples a pixel) to RGB as Pillow, stb_image and browsers read it: a file with an
+// Adobe APP14 marker stores the samples inverted, as Photoshop writes them (R = C * K / 255);
+// without one they are the inks (R = (255 - C) * (255 - K) / 255); rounded to nearest.
+void CmykToRgb(const unsigned char* cmyk, size_t pixels, bool inverted, unsigned char* rgb) {
+  for (size_t i = 0; i < pixels; ++i, cmyk += 4, rgb += 3) {
+    const unsigned k = inverted ? cmyk[3] : 255u - cmyk[3];
+    for (int c = 0; c < 3; ++c) {
+      const unsigned ink = inverted ? cmyk[c] : 255u - cmyk[c];
+      rgb[c] = static_cast<unsigned char>((ink * k + 127u) / 255u);
+    }
+  }
+}
+
+// CMYK and YCCK files: libjpeg gives CMYK (it converts YCCK), CmykToRgb and RgbToGrey the rest.
 // No C++ objects with destructors live between setjmp and longjmp in this function.
 absl::StatusOr<Image> DecodeJpeg(std::string_view bytes, int channels, int64_t max_pixels) {
   jpeg_decompress_struct cinfo;
@@ -49,7 +72,7 @@ absl::StatusOr<Image> DecodeJpeg(std::string_view bytes, int channels, int64_t m
   error.base.emit_message = JpegEmitMessage;
   error.message[0] = '\0';
   Image* image = new Image();
-  int too_many = 0;
+  int too_many = 0, cmyk = 0, inverted = 0;
   if (setjmp(error.jump)) {
     jpeg_destroy_decompress(&cinfo);
     delete image;
@@ -66,15 +89,18 @@ absl::StatusOr<Image> DecodeJpeg(std::string_view bytes, int channels, int64_t m
     image->height = static_cast<int>(cinfo.image_height);
     jpeg_destroy_decompress(&cinfo);
   } else {
-    cinfo.out_color_space = channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
+    cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
+    inverted = cinfo.saw_Adobe_marker;
+    cinfo.out_color_space = cmyk ? JCS_CMYK : channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
     jpeg_start_decompress(&cinfo);
+    const int decoded = cinfo.output_components;
     image->width = static_cast<int>(cinfo.output_width);
     image->height = static_cast<int>(cinfo.output_height);
     image->channels = channels;
-    image->pixels.resize(static_cast<size_t>(image->width) * image->height * channels);
+    image->pixels.resize(static_cast<size_t>(image->width) * image->height * decoded);
     while (cinfo.output_scanline < cinfo.output_height) {
       JSAMPROW row = image->pixels.data() +
-                     static_cast<size_t>(cinfo.output_scanline) * image->width * channels;
+                     static_cast<size_t>(cinfo.output_scanline) * image->width * decoded;
       jpeg_read_scanlines(&cinfo, &row, 1);
     }
     jpeg_finish_decompress(&cinfo);
@@ -83,6 +109,17 @@ absl::StatusOr<Image> DecodeJpeg(std::string_view bytes, int channels, int64_t m
   Image result = std::move(*image);
   delete image;
   if (too_many) return TooManyPixels(result.width, result.height, max_pixels);
+  if (cmyk) {
+    const size_t pixels = static_cast<size_t>(result.width) * result.height;
+    std::vector<unsigned char> rgb(pixels * 3);
+    CmykToRgb(result.pixels.data(), pixels, inverted != 0, rgb.data());
+    if (channels == 1) {
+      result.pixels.resize(pixels);
+      RgbToGrey(rgb.data(), pixels, result.pixels.data());
+    } else {
+      result.pixels = std::move(rgb);
+    }
+  }
   return result;
 }
 
@@ -113,7 +150,7 @@ void PngRead(png_structp png, png_bytep out, size_t n) {
 // (libpng's simplified API treats 16-bit samples as linear light and gamma-encodes them, and
 // turns colour into grey with linear-light weights); 16-bit scaled to 8 (v / 257, rounded);
 // alpha and palette transparency ignored, as PIL's convert("L"/"RGB") does; grey from colour
-// with Rec.601 weights in libjpeg's fixed point (identical to its JCS_GRAYSCALE and to PIL).
+// with RgbToGrey.
 // No C++ objects with destructors live between setjmp and longjmp in this function.
 absl::StatusOr<Image> DecodePng(std::string_view bytes, int channels, int64_t max_pixels) {
   PngReader reader;
@@ -182,10 +219,7 @@ absl::StatusOr<Image> DecodePng(std::string_view bytes, int channels, int64_t ma
   if (decoded_channels == channels) {
     std::memcpy(out, in, result.pixels.size());
   } else if (channels == 1) {
-    for (size_t i = 0; i < pixels; ++i, in += 3) {
-      out[i] = static_cast<unsigned char>(
-          (19595u * in[0] + 38470u * in[1] + 7471u * in[2] + 32768u) >> 16);
-    }
+    RgbToGrey(in, pixels, out);
   } else {
     for (size_t i = 0; i < pixels; ++i) out[3 * i] = out[3 * i + 1] = out[3 * i + 2] = in[i];
   }

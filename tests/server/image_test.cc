@@ -1,5 +1,7 @@
 // EncodedImagePixels (the header peek that keeps large images off the receiving thread) against
 // the decoder itself, on the bundled test images (PNG and JPEG, gray and RGB, 28x28 and 112x112);
+// DecodeImage on CMYK and YCCK JPEGs (with and without Adobe's marker) against RGB and grey
+// computed by hand;
 // PreprocessImage and Uint8ToFloat against hand-computed values and naive per-element references.
 #include <gtest/gtest.h>
 #include <png.h>
@@ -82,6 +84,80 @@ TEST(DecodeImage, PngSamplesAreReadWithoutColourManagement) {
   const std::string png = EncodePngFormat(PNG_FORMAT_RGB, 2, 2, rgb.data());
   auto cut = serving::DecodeImage(png.substr(0, png.size() - 20), 1, 1 << 20);
   EXPECT_EQ(cut.status().code(), absl::StatusCode::kInvalidArgument) << cut.status();
+}
+
+// CMYK JPEGs: 8x8 blocks of flat inks (C, M, Y, K), 3 across and 2 down, each aligned with a
+// JPEG block, and the RGB and grey each should decode to, by hand: R = (255 - C) * (255 - K) / 255
+// (likewise G from M, B from Y) rounded, grey (19595 R + 38470 G + 7471 B + 32768) >> 16.
+struct InkBlock {
+  uint8_t c, m, y, k;
+  uint8_t r, g, b, grey;
+};
+constexpr InkBlock kInkBlocks[] = {
+    {0, 0, 0, 0, 255, 255, 255, 255},    // white
+    {0, 0, 0, 255, 0, 0, 0, 0},          // black
+    {255, 0, 0, 0, 0, 255, 255, 179},    // cyan: (38470 + 7471) * 255 / 65536 = 178.8
+    {0, 255, 0, 0, 255, 0, 255, 105},    // magenta: (19595 + 7471) * 255 / 65536 = 105.3
+    {0, 0, 0, 128, 127, 127, 127, 127},  // 50% grey: 255 * 127 / 255
+    // 191 * 185 / 255 = 138.6, 223 * 185 / 255 = 161.8: rounded, and products, not 255 - C - K.
+    {64, 32, 0, 70, 139, 162, 185, 158},
+};
+constexpr int kInkBlocksAcross = 3, kInkWidth = 24, kInkHeight = 16;
+
+// The blocks' samples as the file stores them: inverted when `inverted` (Adobe, Photoshop).
+std::vector<uint8_t> InkSamples(bool inverted) {
+  std::vector<uint8_t> samples(static_cast<size_t>(kInkWidth) * kInkHeight * 4);
+  for (int y = 0; y < kInkHeight; ++y) {
+    for (int x = 0; x < kInkWidth; ++x) {
+      const InkBlock& block = kInkBlocks[y / 8 * kInkBlocksAcross + x / 8];
+      uint8_t* at = &samples[(static_cast<size_t>(y) * kInkWidth + x) * 4];
+      for (uint8_t ink : {block.c, block.m, block.y, block.k}) *at++ = inverted ? 255 - ink : ink;
+    }
+  }
+  return samples;
+}
+
+// `tolerance`: quality 100 without subsampling keeps flat 8x8 blocks as they are (measured: CMYK
+// decodes exactly), but YCCK's colour transform rounds (measured: some samples 1 off).
+void ExpectInkBlocks(const std::string& jpeg, int tolerance) {
+  for (int channels : {3, 1}) {
+    auto image = serving::DecodeImage(jpeg, channels, 1 << 20);
+    ASSERT_TRUE(image.ok()) << image.status();
+    ASSERT_EQ(image->width, kInkWidth);
+    ASSERT_EQ(image->height, kInkHeight);
+    ASSERT_EQ(image->channels, channels);
+    ASSERT_EQ(image->pixels.size(), static_cast<size_t>(kInkWidth) * kInkHeight * channels);
+    for (int y = 0; y < kInkHeight; ++y) {
+      for (int x = 0; x < kInkWidth; ++x) {
+        const InkBlock& block = kInkBlocks[y / 8 * kInkBlocksAcross + x / 8];
+        const std::vector<int> want = channels == 3 ? std::vector<int>{block.r, block.g, block.b}
+                                                    : std::vector<int>{block.grey};
+        for (int c = 0; c < channels; ++c) {
+          EXPECT_NEAR(image->pixels[(static_cast<size_t>(y) * kInkWidth + x) * channels + c],
+                      want[static_cast<size_t>(c)], tolerance)
+              << "channels " << channels << " at (" << x << ", " << y << ") sample " << c;
+        }
+      }
+    }
+  }
+}
+
+TEST(DecodeImage, AdobeCmykJpegIsReadInverted) {
+  const std::string jpeg = EncodeCmykJpeg(InkSamples(true), kInkWidth, kInkHeight, false, true);
+  ExpectInkBlocks(jpeg, 0);
+  // The pixel limit holds as for any JPEG.
+  EXPECT_EQ(serving::EncodedImagePixels(jpeg), kInkWidth * kInkHeight);
+  auto big = serving::DecodeImage(jpeg, 3, kInkWidth * kInkHeight - 1);
+  EXPECT_EQ(big.status().code(), absl::StatusCode::kInvalidArgument) << big.status();
+  EXPECT_NE(big.status().message().find("exceeds the limit"), std::string::npos) << big.status();
+}
+
+TEST(DecodeImage, AdobeYcckJpegIsReadAsCmyk) {
+  ExpectInkBlocks(EncodeCmykJpeg(InkSamples(true), kInkWidth, kInkHeight, true, true), 1);
+}
+
+TEST(DecodeImage, CmykJpegWithoutAdobeMarkerIsReadAsInks) {
+  ExpectInkBlocks(EncodeCmykJpeg(InkSamples(false), kInkWidth, kInkHeight, false, false), 0);
 }
 
 TEST(EncodedImagePixels, UnknownWhenTheHeaderDoesNotSay) {

@@ -9,6 +9,7 @@
 
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <random>
 #include <stdexcept>
 
@@ -180,7 +181,12 @@ std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height) {
   return EncodePngFormat(PNG_FORMAT_GRAY, width, height, gray.data());
 }
 
-std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height) {
+namespace {
+
+// `configure` runs after jpeg_set_defaults, before compression starts.
+std::string WriteJpeg(const uint8_t* samples, int width, int height, int components,
+                      J_COLOR_SPACE in_color_space,
+                      const std::function<void(jpeg_compress_struct&)>& configure) {
   jpeg_compress_struct cinfo;
   jpeg_error_mgr error;
   cinfo.err = jpeg_std_error(&error);
@@ -190,13 +196,14 @@ std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height) 
   jpeg_mem_dest(&cinfo, &buffer, &size);
   cinfo.image_width = static_cast<JDIMENSION>(width);
   cinfo.image_height = static_cast<JDIMENSION>(height);
-  cinfo.input_components = 1;
-  cinfo.in_color_space = JCS_GRAYSCALE;
+  cinfo.input_components = components;
+  cinfo.in_color_space = in_color_space;
   jpeg_set_defaults(&cinfo);
-  jpeg_set_quality(&cinfo, 95, TRUE);
+  configure(cinfo);
   jpeg_start_compress(&cinfo, TRUE);
+  const size_t stride = static_cast<size_t>(width) * components;
   while (cinfo.next_scanline < cinfo.image_height) {
-    JSAMPROW row = const_cast<uint8_t*>(gray.data()) + cinfo.next_scanline * width;
+    JSAMPROW row = const_cast<uint8_t*>(samples) + cinfo.next_scanline * stride;
     jpeg_write_scanlines(&cinfo, &row, 1);
   }
   jpeg_finish_compress(&cinfo);
@@ -204,6 +211,25 @@ std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height) 
   std::string out(reinterpret_cast<char*>(buffer), size);
   free(buffer);
   return out;
+}
+
+}  // namespace
+
+std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height) {
+  return WriteJpeg(gray.data(), width, height, 1, JCS_GRAYSCALE,
+                   [](jpeg_compress_struct& cinfo) { jpeg_set_quality(&cinfo, 95, TRUE); });
+}
+
+std::string EncodeCmykJpeg(const std::vector<uint8_t>& cmyk, int width, int height, bool ycck,
+                           bool adobe_marker) {
+  return WriteJpeg(cmyk.data(), width, height, 4, JCS_CMYK, [&](jpeg_compress_struct& cinfo) {
+    jpeg_set_colorspace(&cinfo, ycck ? JCS_YCCK : JCS_CMYK);
+    cinfo.write_Adobe_marker = adobe_marker ? TRUE : FALSE;
+    for (int c = 0; c < cinfo.num_components; ++c) {
+      cinfo.comp_info[c].h_samp_factor = cinfo.comp_info[c].v_samp_factor = 1;
+    }
+    jpeg_set_quality(&cinfo, 100, TRUE);
+  });
 }
 
 void BuildTestRepository(const std::filesystem::path& root) {

@@ -44,6 +44,11 @@ std::string EncodePng(const std::vector<uint8_t>& gray, int width, int height);
 // A PNG of libpng's simplified `format` (PNG_FORMAT_RGB, PNG_FORMAT_LINEAR_Y: 16-bit samples...).
 std::string EncodePngFormat(uint32_t format, int width, int height, const void* samples);
 std::string EncodeJpeg(const std::vector<uint8_t>& gray, int width, int height);
+// A 4-component JPEG of `cmyk` (4 samples a pixel, stored as given: Photoshop's files hold them
+// inverted), quality 100, no subsampling; stored as YCCK when `ycck` (libjpeg converts), with an
+// Adobe APP14 marker (libjpeg's default for CMYK and YCCK) unless `adobe_marker` is false.
+std::string EncodeCmykJpeg(const std::vector<uint8_t>& cmyk, int width, int height, bool ycck,
+                           bool adobe_marker);
 
 // The test repository:
 //   tiny/       config.pbtxt (max_batch_size 8, dynamic batching 20 ms, GRAY 28x28 preprocessing,
