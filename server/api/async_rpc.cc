@@ -18,6 +18,12 @@ AsyncRpc::~AsyncRpc() { Stop(); }
 
 void AsyncRpc::AddTo(grpc::ServerBuilder& builder) { queue_ = builder.AddCompletionQueue(); }
 
+std::atomic<int64_t>* AsyncRpc::UndeliveredCounter(const std::string& request_name) {
+  std::string method = request_name;
+  if (method.size() > 7 && method.ends_with("Request")) method.resize(method.size() - 7);
+  return &undelivered_->by_method[method];
+}
+
 void AsyncRpc::Start() {
   // Several calls of each method wait at once: calls that arrive together then reach the queue
   // together (CallsReadyBehind), instead of one by one as each handler posts its successor.

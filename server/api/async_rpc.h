@@ -15,7 +15,9 @@
 // for every call (each in turn waits in the poller).
 //
 // A handler gets the request, a response to fill and a Reply, and calls Reply::Finish exactly
-// once, from any thread, now or later (after the scheduler computed the request).
+// once, from any thread, now or later (after the scheduler computed the request). An answer that
+// gRPC could not deliver (the call had ended: the client's deadline passed, it cancelled, or the
+// connection went) is counted per method (UndeliveredCounts).
 //
 // Lifecycle: construct, register each method (ServeUnary, or AddMethod with tags of one's own on
 // queue()), AddTo(builder), BuildAndStart, Start(); at the end grpc::Server::Shutdown, then every
@@ -28,8 +30,10 @@
 #include <chrono>
 #include <condition_variable>
 #include <functional>
+#include <map>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <type_traits>
 #include <vector>
@@ -37,6 +41,12 @@
 #include "server/api/spin_next.h"
 
 namespace convserve::api {
+
+// Answers that could not be delivered, per method (the name of its request message without
+// "Request": "ModelInfer"). The methods are added before the server starts; counts are atomic.
+struct UndeliveredCounts {
+  std::map<std::string, std::atomic<int64_t>> by_method;
+};
 
 // What a completion-queue event does: the tag of every asynchronous operation is a Tag.
 class Tag {
@@ -124,6 +134,12 @@ class AsyncRpc {
   // How the threads' waits for events ended so far (spin_next.h); may outlive this object.
   std::shared_ptr<const WaitCounts> waits() const { return waits_; }
 
+  // Answers gRPC could not deliver, per unary method served; may outlive this object.
+  std::shared_ptr<const UndeliveredCounts> undelivered() const { return undelivered_; }
+  // The counter of a unary method (request message `request_name`), created on first use: only
+  // while methods are being added, before Start.
+  std::atomic<int64_t>* UndeliveredCounter(const std::string& request_name);
+
   // In a handler: how many more calls of the same method arrived together with this one and
   // wait, ready, right behind it on this thread. A thread takes every event that is ready before it
   // acts on the first, so a handler can tell a lone request (compute it now, on this thread) from a
@@ -145,6 +161,7 @@ class AsyncRpc {
   const std::function<bool()> may_spin_;
   std::function<void()> batch_begin_, batch_end_;
   const std::shared_ptr<WaitCounts> waits_ = std::make_shared<WaitCounts>();
+  const std::shared_ptr<UndeliveredCounts> undelivered_ = std::make_shared<UndeliveredCounts>();
   std::unique_ptr<grpc::ServerCompletionQueue> queue_;
   std::vector<std::unique_ptr<Method>> methods_;
   std::vector<std::thread> threads_;
@@ -162,7 +179,10 @@ class UnaryMethod final : public AsyncRpc::Method {
   using RequestFn = std::function<void(grpc::ServerContext*, Request*,
                                        grpc::ServerAsyncResponseWriter<Response>*, void* tag)>;
   UnaryMethod(AsyncRpc* rpc, RequestFn request, UnaryHandler<Request, Response> handler)
-      : rpc_(rpc), request_(std::move(request)), handler_(std::move(handler)) {}
+      : rpc_(rpc),
+        request_(std::move(request)),
+        handler_(std::move(handler)),
+        undelivered_(rpc->UndeliveredCounter(Request::descriptor()->name())) {}
 
   void Post() override;
 
@@ -180,7 +200,8 @@ class UnaryMethod final : public AsyncRpc::Method {
     const void* StartsCallOf() const override { return finishing_ ? nullptr : method_; }
 
     void Proceed(bool ok) override {
-      if (finishing_ || !ok) {  // reply sent (or not: client gone), or the server stopped
+      if (finishing_ || !ok) {  // reply sent (or not: call ended), or the server stopped
+        if (finishing_ && !ok) method_->undelivered_->fetch_add(1, std::memory_order_relaxed);
         delete this;
         return;
       }
@@ -211,6 +232,7 @@ class UnaryMethod final : public AsyncRpc::Method {
   AsyncRpc* rpc_;
   RequestFn request_;
   UnaryHandler<Request, Response> handler_;
+  std::atomic<int64_t>* undelivered_;
 };
 
 template <class Request, class Response>

@@ -190,6 +190,21 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
       *impl->rpc, std::vector<std::string>{"inference.GRPCInferenceService",
                                            "convserve.v1.ConvServe", "grpc.health.v1.Health",
                                            "grpc.reflection.v1alpha.ServerReflection"});
+  if (impl->metrics != nullptr) {
+    // After the services: every unary method has its counter by now (the map is not changed
+    // again, so a scrape may read it while calls are served).
+    impl->metrics->AddScrapedCounter(
+        "convserve_grpc_undelivered_answers_total",
+        "Answers gRPC could not deliver because the call had ended first (the client's deadline "
+        "passed, it cancelled, or the connection went), by method",
+        "method", [undelivered = impl->rpc->undelivered()] {
+          serving::PrometheusMetrics::ScrapedSeries series;
+          for (const auto& [method, count] : undelivered->by_method) {
+            series.emplace_back(method, static_cast<double>(count.load()));
+          }
+          return series;
+        });
+  }
   builder.RegisterService(impl->inference_service.get());
   builder.RegisterService(impl->convserve_service.get());
   builder.RegisterService(impl->health.get());
@@ -212,6 +227,14 @@ int Server::grpc_port() const { return impl_->grpc_port; }
 Server::GrpcWaits Server::grpc_waits() const {
   const auto waits = impl_->rpc->waits();
   return {waits->spin_hits.load(), waits->sleeps.load()};
+}
+
+std::map<std::string, int64_t> Server::undelivered_answers() const {
+  std::map<std::string, int64_t> counts;
+  for (const auto& [method, count] : impl_->rpc->undelivered()->by_method) {
+    counts[method] = count.load(std::memory_order_relaxed);
+  }
+  return counts;
 }
 
 int Server::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }

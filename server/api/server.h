@@ -7,7 +7,9 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <memory>
+#include <string>
 
 #include "absl/status/statusor.h"
 #include "server/api/options.h"
@@ -34,6 +36,11 @@ class Server {
     int64_t sleeps = 0;
   };
   GrpcWaits grpc_waits() const;
+
+  // Answers gRPC could not deliver because the call had ended (the client's deadline passed, it
+  // cancelled, or the connection went), by method ("ModelInfer"). Also at /metrics as
+  // convserve_grpc_undelivered_answers_total.
+  std::map<std::string, int64_t> undelivered_answers() const;
 
   // Returns true when every in-flight request finished within the exit timeout.
   bool Shutdown();

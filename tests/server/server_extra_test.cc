@@ -500,6 +500,9 @@ TEST_F(ServerExtraTest, GrpcThreadSpinsForTheNextCallOnlyWhileComputeIsIdle) {
       << text;
   EXPECT_EQ(Sample(text, R"(convserve_grpc_waits_total{outcome="sleep"})"),
             static_cast<double>(now.sleeps));
+  // Every unary method has its series of undelivered answers, 0 here (all were delivered).
+  EXPECT_EQ(Sample(text, R"(convserve_grpc_undelivered_answers_total{method="ServerLive"})"), 0.0);
+  EXPECT_EQ(Sample(text, R"(convserve_grpc_undelivered_answers_total{method="ModelInfer"})"), 0.0);
 }
 
 TEST_F(ServerExtraTest, RefusalsHeldAtShutdownAreAnsweredUnavailableWhenReleased) {
@@ -1257,6 +1260,10 @@ TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
   EXPECT_TRUE(first.ok()) << first.status();
   // The server drops the expired request without computing it.
   EXPECT_TRUE(PollUntil([&] { return Stats("queued").inference_stats().fail().count() == 1; }));
+  // Its answer (DEADLINE_EXCEEDED) found the call ended: gRPC could not deliver it, and the
+  // server counts that. The first request was answered straight through the core, not gRPC.
+  EXPECT_TRUE(PollUntil([&] { return server_->undelivered_answers()["ModelInfer"] == 1; }));
+  EXPECT_EQ(server_->undelivered_answers()["ServerLive"], 0);
 
   // The server-side status and message, seen through the core: a deadline already passed.
   auto expired = CoreInfer("queued", Steady::now() - std::chrono::milliseconds(1));
