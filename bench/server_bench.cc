@@ -798,9 +798,10 @@ struct Row {
   // round before each answer (its `busy_us` parameter): a server that computes as fast as the
   // engine in place and does nothing else.
   std::vector<Phase> null_busy_c1;
-  // Concurrency 1 with a client that polls for its answer (ClientWait::kPoll): convserve-server
-  // and the do-nothing server.
-  std::vector<Phase> poll_c1, null_poll_c1;
+  // Concurrency 1 with a client that polls for its answer (ClientWait::kPoll): convserve-server,
+  // the do-nothing server, and the do-nothing server busy-waiting as above. Not measured when the
+  // server's threads take every core (the polling client would take one from them).
+  std::vector<Phase> poll_c1, null_poll_c1, null_busy_poll_c1;
 };
 
 std::vector<double> Collect(size_t n, const std::function<double(size_t)>& at) {
@@ -819,10 +820,13 @@ struct Summary {  // what the tables show for one row and one input kind
   // convserve-null-server with the same FP32 requests: c1 p50, c8 images/s and its ratio to the
   // engine's best, server CPU per request at c8.
   Spread null_p50, null_ips, null_ratio, null_server_us;
-  // Concurrency 1, FP32: the do-nothing server busy-waiting the engine's p50 (its p50, and that
-  // minus the engine's p50: the overhead by the target's measure of a server that only waits);
-  // with a polling client, convserve-server (p50, overhead) and the do-nothing server (p50).
-  Spread null_busy_p50, null_busy_overhead, poll_p50, poll_overhead, null_poll_p50;
+  // Concurrency 1, FP32, per round then the median: the do-nothing server busy-waiting the
+  // engine's p50 (its p50, and that minus the engine's p50: the overhead by the target's measure
+  // of a server whose only cost is computing as fast as the engine); convserve's own cost =
+  // its overhead - that overhead. The same with a polling client (poll_*), with the do-nothing
+  // server's plain p50 too.
+  Spread null_busy_p50, null_busy_overhead, own_cost;
+  Spread poll_overhead, null_poll_p50, null_busy_poll_overhead, poll_own_cost;
   Spread c1_infer_us, c1_client_us, c1_server_us, c1_queue_us;
   Spread engine_best, engine_at_max_c, server_ips, ratio, ceiling;
   Spread avg_batch, infer_us, queue_us, client_cores, server_cores, server_grpc_cores, other_cores,
@@ -859,18 +863,26 @@ Summary Summarize(const Row& row, const std::vector<Phase>& c1, const std::vecto
     s.null_server_us =
         SpreadOf(Collect(n, [&](size_t i) { return null_c8[i].server_cpu_us_per_request; }), true);
   }
-  if (row.null_busy_c1.size() >= n && row.poll_c1.size() >= n && row.null_poll_c1.size() >= n) {
-    const auto p50s = [&](const std::vector<Phase>& phases, bool minus_engine) {
-      return SpreadOf(
-          Collect(n,
-                  [&](size_t i) { return phases[i].p50_us - (minus_engine ? e[i].p50_us : 0.0); }),
-          true);
-    };
-    s.null_busy_p50 = p50s(row.null_busy_c1, false);
-    s.null_busy_overhead = p50s(row.null_busy_c1, true);
-    s.poll_p50 = p50s(row.poll_c1, false);
-    s.poll_overhead = p50s(row.poll_c1, true);
-    s.null_poll_p50 = p50s(row.null_poll_c1, false);
+  // Per round: p50 of `a` minus (p50 of `b`, or the engine's p50 where `b` is null).
+  const auto difference = [&](const std::vector<Phase>& a, const std::vector<Phase>* b) {
+    return SpreadOf(
+        Collect(n, [&](size_t i) { return a[i].p50_us - (b ? (*b)[i].p50_us : e[i].p50_us); }),
+        true);
+  };
+  const auto p50s = [&](const std::vector<Phase>& phases) {
+    return SpreadOf(Collect(n, [&](size_t i) { return phases[i].p50_us; }), true);
+  };
+  if (row.null_busy_c1.size() >= n) {
+    s.null_busy_p50 = p50s(row.null_busy_c1);
+    s.null_busy_overhead = difference(row.null_busy_c1, nullptr);
+    s.own_cost = difference(c1, &row.null_busy_c1);
+  }
+  if (n > 0 && row.poll_c1.size() >= n && row.null_poll_c1.size() >= n &&
+      row.null_busy_poll_c1.size() >= n) {
+    s.poll_overhead = difference(row.poll_c1, nullptr);
+    s.null_poll_p50 = p50s(row.null_poll_c1);
+    s.null_busy_poll_overhead = difference(row.null_busy_poll_c1, nullptr);
+    s.poll_own_cost = difference(row.poll_c1, &row.null_busy_poll_c1);
   }
   s.c1_infer_us = SpreadOf(Collect(n, [&](size_t i) { return c1[i].infer_us_per_image; }), true);
   s.c1_client_us =
@@ -981,9 +993,12 @@ std::string SummaryJson(const Summary& s) {
         SpreadJson(s.null_server_us)},
        {"null_server_busy_engine_p50_p50_us", SpreadJson(s.null_busy_p50)},
        {"null_server_busy_engine_p50_overhead_p50_us", SpreadJson(s.null_busy_overhead)},
-       {"polling_client_server_p50_us", SpreadJson(s.poll_p50)},
+       {"own_cost_p50_us", SpreadJson(s.own_cost)},
        {"polling_client_overhead_p50_us", SpreadJson(s.poll_overhead)},
        {"polling_client_null_server_p50_us", SpreadJson(s.null_poll_p50)},
+       {"polling_client_null_server_busy_engine_p50_overhead_p50_us",
+        SpreadJson(s.null_busy_poll_overhead)},
+       {"polling_client_own_cost_p50_us", SpreadJson(s.poll_own_cost)},
        {"server_compute_infer_us_c1", SpreadJson(s.c1_infer_us)},
        {"engine_best_images_per_s", SpreadJson(s.engine_best)},
        {"engine_best_batch", std::to_string(s.best_batch)},
@@ -1059,10 +1074,15 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
         out << ",\n        \"null_server_c8_" << kClientBatch
             << "_images_per_request\": " << PhaseJson(row.null_batch_c8[i]);
       }
-      if (i < row.null_busy_c1.size() && i < row.poll_c1.size() && i < row.null_poll_c1.size()) {
-        out << ",\n        \"null_server_busy_engine_p50_c1\": " << PhaseJson(row.null_busy_c1[i])
-            << ",\n        \"polling_client_server_c1\": " << PhaseJson(row.poll_c1[i])
-            << ",\n        \"polling_client_null_server_c1\": " << PhaseJson(row.null_poll_c1[i]);
+      if (i < row.null_busy_c1.size()) {
+        out << ",\n        \"null_server_busy_engine_p50_c1\": " << PhaseJson(row.null_busy_c1[i]);
+      }
+      if (i < row.poll_c1.size() && i < row.null_poll_c1.size() &&
+          i < row.null_busy_poll_c1.size()) {
+        out << ",\n        \"polling_client_server_c1\": " << PhaseJson(row.poll_c1[i])
+            << ",\n        \"polling_client_null_server_c1\": " << PhaseJson(row.null_poll_c1[i])
+            << ",\n        \"polling_client_null_server_busy_engine_p50_c1\": "
+            << PhaseJson(row.null_busy_poll_c1[i]);
       }
       if (i < row.batch_c8.size()) {
         out << ",\n        \"server_c8_" << kClientBatch
@@ -1131,9 +1151,10 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << " us for the next call like the server's), answering "
          "every ModelInfer at once with an output of the model's size and nothing decoded, "
          "validated, queued or computed. It is the least any server of this protocol pays per "
-         "call on this machine, measured in the same rounds; then three more concurrency-1 "
-         "phases: the do-nothing server busy-waiting the engine's p50 per request, and both "
-         "servers with a client that polls for its answers (see \"what waiting costs\" below). "
+         "call on this machine, measured in the same rounds; then more concurrency-1 phases: "
+         "the do-nothing server busy-waiting the engine's p50 per request, then, with a client "
+         "that polls for its answers, convserve-server, the do-nothing server and the "
+         "busy-waiting one (see \"convserve's own cost\" below). "
          "Overhead = server latency - "
          "engine batch-1 latency of the same "
          "round. Throughput ratio = server images/s at concurrency "
@@ -1174,20 +1195,19 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
     }
     if (!std::isnan(s.null_busy_overhead.median)) {
       out << " Measured the same way, the do-nothing server busy-waiting the engine's p50 before "
-             "each answer has an overhead of "
+             "each answer (its only cost: computing as fast as the engine) has an overhead of "
           << Fixed(s.null_busy_overhead.median, 0) << " us at p50 (target "
-          << TargetWord(s.null_busy_overhead.median <= kOverheadTargetUs) << ")";
-      const double waiting = s.null_busy_overhead.median - s.null_p50.median;
-      if (waiting > 0) {
-        out << ", " << Fixed(waiting, 0)
-            << " us more than its p50 without the wait: on this machine a longer wait costs more";
-      }
-      out << ". With a client that polls for its answer instead of sleeping, convserve's "
-             "overhead is "
-          << Fixed(s.poll_overhead.median, 0) << " us at p50 (target "
+          << TargetWord(s.null_busy_overhead.median <= kOverheadTargetUs)
+          << "); convserve's overhead is " << Fixed(s.own_cost.median, 0)
+          << " us above it (median of the rounds' differences).";
+    }
+    if (!std::isnan(s.poll_own_cost.median)) {
+      out << " With a client that polls for its answer instead of sleeping: convserve's overhead "
+          << Fixed(s.poll_overhead.median, 0) << " us (target "
           << TargetWord(s.poll_overhead.median <= kOverheadTargetUs)
-          << "; the do-nothing server then answers in " << Fixed(s.null_poll_p50.median, 0)
-          << " us).";
+          << "), the busy-waiting do-nothing server's "
+          << Fixed(s.null_busy_poll_overhead.median, 0) << " us, so "
+          << Fixed(s.poll_own_cost.median, 0) << " us above it.";
     }
     if (!row.batch_c8.empty()) {
       const Summary b = Summarize(row, row.c1, row.batch_c8);
@@ -1268,33 +1288,40 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << " | " << Fixed(s.floor_server_cpu.median, 0) << " | "
         << Fixed(s.floor_client_cpu.median, 0) << " |\n";
   }
-  out << "\n## Concurrency 1: what waiting costs on this machine\n\n"
-      << "The overhead above includes what the client and the machine pay for waiting: while the "
-         "server computes, the client's thread sleeps and its idle core halts, and waking it when "
-         "the answer arrives takes tens of microseconds here, more after a longer sleep. Two "
-         "measurements in the same rounds separate that from the server's own cost (FP32, "
-         "concurrency 1). First, the do-nothing server busy-waiting, before each answer, the "
-         "engine's batch-1 p50 of the same round (request parameter `busy_us`: no memory touched, "
-         "nothing computed): the overhead by the target's measure of a server whose only cost is "
-         "computing exactly as fast as the engine. Second, the same closed loop with a client "
-         "thread that polls its completion queue instead of sleeping (the server's own "
-         "`--grpc-spin-us` loop, for the whole wait), against convserve-server and the do-nothing "
-         "server: the client's wake-up is then out of the latency. A polling client spends a core "
-         "while it waits; most clients sleep, so the verdict above keeps the sleeping client's "
-         "numbers.\n\n"
-      << "| model | engine p50 us | sleeping client: do-nothing server p50 us | do-nothing server "
-         "busy-waiting the engine's p50: p50 us | its overhead p50 us | convserve overhead p50 "
-         "us | polling client: do-nothing server p50 us | convserve p50 us | convserve overhead "
-         "p50 us | target with a polling client |\n"
-      << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
+  out << "\n## Concurrency 1: convserve's own cost\n\n"
+      << "The overhead above includes what gRPC and this machine charge any server: while the "
+         "server works, the client's thread sleeps and its idle core halts, and waking it costs "
+         "tens of microseconds here. Measurements in the same rounds separate convserve's own "
+         "cost from that (FP32, concurrency 1). The do-nothing server busy-waits, before each "
+         "answer, the engine's batch-1 p50 of the same round (request parameter `busy_us`: no "
+         "memory touched, nothing computed): its overhead by the target's measure is that of a "
+         "server whose only cost is computing exactly as fast as the engine, and convserve's "
+         "overhead minus it (per round, then the median) is convserve's own cost: conversion, "
+         "validation, scheduling, statistics, compute slower than the engine's warm loop. Then "
+         "the same with a client thread that polls its completion queue instead of sleeping "
+         "(the server's own `--grpc-spin-us` loop, for the whole wait), so that the client's "
+         "wake-up is out of the latency; a polling client spends a core while it waits, so these "
+         "phases run only when the server's threads leave a core free. Most clients sleep: the "
+         "verdict above keeps the sleeping client's numbers.\n\n"
+      << "| model | engine p50 us | sleeping client: do-nothing server p50 us | busy-waiting "
+         "do-nothing server overhead p50 us | convserve overhead p50 us | convserve own cost us "
+         "| polling client: do-nothing server p50 us | busy-waiting do-nothing server overhead "
+         "p50 us | convserve overhead p50 us | convserve own cost us | target with a polling "
+         "client |\n"
+      << "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n";
   for (const Row& row : rows) {
     const Summary s = Summarize(row, row.c1, row.c8);
     if (std::isnan(s.null_busy_p50.median)) continue;
+    const bool polled = !std::isnan(s.poll_own_cost.median);
     out << "| " << row.model << " | " << Cell(s.engine_p50, 0) << " | " << Cell(s.null_p50, 0)
-        << " | " << Cell(s.null_busy_p50, 0) << " | " << Cell(s.null_busy_overhead, 0) << " | "
-        << Cell(s.overhead_p50, 0) << " | " << Cell(s.null_poll_p50, 0) << " | "
-        << Cell(s.poll_p50, 0) << " | " << Cell(s.poll_overhead, 0) << " | "
-        << TargetWord(s.poll_overhead.median <= kOverheadTargetUs) << " |\n";
+        << " | " << Cell(s.null_busy_overhead, 0) << " | " << Cell(s.overhead_p50, 0) << " | "
+        << Cell(s.own_cost, 0) << " | "
+        << (polled
+                ? absl::StrCat(Cell(s.null_poll_p50, 0), " | ", Cell(s.null_busy_poll_overhead, 0),
+                               " | ", Cell(s.poll_overhead, 0), " | ", Cell(s.poll_own_cost, 0),
+                               " | ", TargetWord(s.poll_overhead.median <= kOverheadTargetUs))
+                : "- | - | - | - | -")
+        << " |\n";
   }
 
   out << "\n## Throughput, concurrency " << kThroughputConcurrency << " with dynamic batching\n\n"
@@ -1401,14 +1428,12 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
           << Fixed(cpu_per_image_batched, 0) << " us of CPU per image (server "
           << Fixed(b.server_us.median / kClientBatch, 0) << ", client "
           << Fixed(b.client_us.median / kClientBatch, 0) << "), against " << Fixed(cpu_per_image, 0)
-          << " us with one image per request: " << Fixed(cpu_per_image - cpu_per_image_batched, 0)
-          << " us less per image, of which " << Fixed(s.infer_us.median - b.infer_us.median, 0)
-          << " us is the engine's own compute being cheaper per image in the larger batches "
-          << "(server infer " << Fixed(s.infer_us.median, 1) << " -> "
-          << Fixed(b.infer_us.median, 1) << " us/img) and the rest, about "
-          << Fixed(cpu_per_image - cpu_per_image_batched - (s.infer_us.median - b.infer_us.median),
-                   0)
-          << " us, per-request cost now shared by " << kClientBatch << " images. Measured "
+          << " us with one image per request. Of these, the server's compute went from "
+          << Fixed(s.infer_us.median, 1) << " to " << Fixed(b.infer_us.median, 1)
+          << " us per image and everything else from "
+          << Fixed(cpu_per_image - s.infer_us.median, 0) << " to "
+          << Fixed(cpu_per_image_batched - b.infer_us.median, 0)
+          << " us per image (per-request costs shared by " << kClientBatch << " images). Measured "
           << Fixed(b.server_ips.median, 0) << " img/s = " << Fixed(b.ratio.median * 100, 0)
           << "% of the engine";
       if (s.ratio.median < 1 && b.ratio.median > s.ratio.median) {
@@ -1417,9 +1442,7 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
             << "% of the gap to the engine that one image per request leaves";
       } else if (b.ratio.median <= s.ratio.median) {
         out << ", no better than the " << Fixed(s.ratio.median * 100, 0)
-            << "% of one image per request (this model's engine gains nothing from batches "
-               "larger than "
-            << s.best_batch << ", and larger batches wait longer in the queue)";
+            << "% of one image per request";
       }
       out << ".";
     }
@@ -1665,12 +1688,17 @@ int main(int argc, char** argv) {
         }
         row.null_busy_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model, busy_requests,
                                             1, 1, options.seconds, output_bytes, Peer::kNull));
-        row.poll_c1.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model], 1,
-                                       1, options.seconds, output_bytes, Peer::kConvserve,
-                                       ClientWait::kPoll));
-        row.null_poll_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
-                                            fp32_requests[row.model], 1, 1, options.seconds,
-                                            output_bytes, Peer::kNull, ClientWait::kPoll));
+        if (threads < ctx.cores) {
+          row.poll_c1.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model],
+                                         1, 1, options.seconds, output_bytes, Peer::kConvserve,
+                                         ClientWait::kPoll));
+          row.null_poll_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
+                                              fp32_requests[row.model], 1, 1, options.seconds,
+                                              output_bytes, Peer::kNull, ClientWait::kPoll));
+          row.null_busy_poll_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
+                                                   busy_requests, 1, 1, options.seconds,
+                                                   output_bytes, Peer::kNull, ClientWait::kPoll));
+        }
         const Summary s = Summarize(row, row.c1, row.c8);
         std::cerr << "round " << round + 1 << "/" << options.rounds << " " << row.model
                   << " T=" << threads << ": engine p50 " << Fixed(row.engine.back().p50_us, 0)
@@ -1681,9 +1709,13 @@ int main(int argc, char** argv) {
                   << Fixed(row.null_c1.back().p50_us, 0) << " us, c8 "
                   << Fixed(row.null_c8.back().images_per_s, 0) << " req/s, busy-waiting "
                   << Fixed(row.engine.back().p50_us, 0) << " us: c1 p50 "
-                  << Fixed(row.null_busy_c1.back().p50_us, 0)
-                  << " us; polling client: server c1 p50 " << Fixed(row.poll_c1.back().p50_us, 0)
-                  << " us, do-nothing " << Fixed(row.null_poll_c1.back().p50_us, 0) << " us";
+                  << Fixed(row.null_busy_c1.back().p50_us, 0) << " us";
+        if (!row.poll_c1.empty()) {
+          std::cerr << "; polling client: server c1 p50 " << Fixed(row.poll_c1.back().p50_us, 0)
+                    << " us, do-nothing " << Fixed(row.null_poll_c1.back().p50_us, 0)
+                    << " us, busy-waiting " << Fixed(row.null_busy_poll_c1.back().p50_us, 0)
+                    << " us";
+        }
         if (!row.batch_c8.empty()) {
           std::cerr << ", " << kClientBatch << " img/request "
                     << Fixed(row.batch_c8.back().images_per_s, 0) << " img/s (batch "

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <string>
 
+#include "absl/strings/str_cat.h"
 #include "spdlog/spdlog.h"
 
 namespace convserve::api {
@@ -18,10 +19,24 @@ AsyncRpc::~AsyncRpc() { Stop(); }
 
 void AsyncRpc::AddTo(grpc::ServerBuilder& builder) { queue_ = builder.AddCompletionQueue(); }
 
-std::atomic<int64_t>* AsyncRpc::UndeliveredCounter(const std::string& request_name) {
-  std::string method = request_name;
-  if (method.size() > 7 && method.ends_with("Request")) method.resize(method.size() - 7);
-  return &undelivered_->by_method[method];
+std::atomic<int64_t>* AsyncRpc::UndeliveredCounter(const google::protobuf::Descriptor* request,
+                                                   const google::protobuf::Descriptor* response) {
+  // A unary method is named by its types within a service (two services may share them, as
+  // inference's and convserve.v1's statistics requests are named alike but are not the same).
+  std::string name = request->full_name();
+  for (const google::protobuf::FileDescriptor* file : {request->file(), response->file()}) {
+    for (int s = 0; s < file->service_count(); ++s) {
+      const google::protobuf::ServiceDescriptor* service = file->service(s);
+      for (int m = 0; m < service->method_count(); ++m) {
+        const google::protobuf::MethodDescriptor* method = service->method(m);
+        if (method->input_type() == request && method->output_type() == response &&
+            !method->client_streaming() && !method->server_streaming()) {
+          name = absl::StrCat(service->full_name(), "/", method->name());
+        }
+      }
+    }
+  }
+  return &undelivered_->by_method[name];
 }
 
 void AsyncRpc::Start() {

@@ -24,6 +24,7 @@
 // handler must have replied, then Stop().
 #pragma once
 
+#include <google/protobuf/descriptor.h>
 #include <grpcpp/grpcpp.h>
 
 #include <atomic>
@@ -42,8 +43,9 @@
 
 namespace convserve::api {
 
-// Answers that could not be delivered, per method (the name of its request message without
-// "Request": "ModelInfer"). The methods are added before the server starts; counts are atomic.
+// Answers that could not be delivered, per method, by its full name
+// ("inference.GRPCInferenceService/ModelInfer"). The methods are added before the server starts;
+// counts are atomic.
 struct UndeliveredCounts {
   std::map<std::string, std::atomic<int64_t>> by_method;
 };
@@ -136,9 +138,10 @@ class AsyncRpc {
 
   // Answers gRPC could not deliver, per unary method served; may outlive this object.
   std::shared_ptr<const UndeliveredCounts> undelivered() const { return undelivered_; }
-  // The counter of a unary method (request message `request_name`), created on first use: only
-  // while methods are being added, before Start.
-  std::atomic<int64_t>* UndeliveredCounter(const std::string& request_name);
+  // The counter of the unary method taking `request` and returning `response` (found in their
+  // files' services), created on first use: only while methods are being added, before Start.
+  std::atomic<int64_t>* UndeliveredCounter(const google::protobuf::Descriptor* request,
+                                           const google::protobuf::Descriptor* response);
 
   // In a handler: how many more calls of the same method arrived together with this one and
   // wait, ready, right behind it on this thread. A thread takes every event that is ready before it
@@ -182,7 +185,7 @@ class UnaryMethod final : public AsyncRpc::Method {
       : rpc_(rpc),
         request_(std::move(request)),
         handler_(std::move(handler)),
-        undelivered_(rpc->UndeliveredCounter(Request::descriptor()->name())) {}
+        undelivered_(rpc->UndeliveredCounter(Request::descriptor(), Response::descriptor())) {}
 
   void Post() override;
 

@@ -196,7 +196,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
     impl->metrics->AddScrapedCounter(
         "convserve_grpc_undelivered_answers_total",
         "Answers gRPC could not deliver because the call had ended first (the client's deadline "
-        "passed, it cancelled, or the connection went), by method",
+        "passed, it cancelled, the connection went, or the server stopped with the request still "
+        "running at --exit-timeout-secs), by method",
         "method", [undelivered = impl->rpc->undelivered()] {
           serving::PrometheusMetrics::ScrapedSeries series;
           for (const auto& [method, count] : undelivered->by_method) {

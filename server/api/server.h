@@ -38,7 +38,8 @@ class Server {
   GrpcWaits grpc_waits() const;
 
   // Answers gRPC could not deliver because the call had ended (the client's deadline passed, it
-  // cancelled, or the connection went), by method ("ModelInfer"). Also at /metrics as
+  // cancelled, the connection went, or the server stopped first), by method
+  // ("inference.GRPCInferenceService/ModelInfer"). Also at /metrics as
   // convserve_grpc_undelivered_answers_total.
   std::map<std::string, int64_t> undelivered_answers() const;
 

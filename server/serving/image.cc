@@ -49,16 +49,19 @@ void RgbToGrey(const unsigned char* rgb, size_t pixels, unsigned char* grey) {
   }
 }
 
-// CMYK (4 samples a pixel) to RGB as Pillow, stb_image and browsers read it: a file with an
-// Adobe APP14 marker stores the samples inverted, as Photoshop writes them (R = C * K / 255);
-// without one they are the inks (R = (255 - C) * (255 - K) / 255); rounded to nearest.
-void CmykToRgb(const unsigned char* cmyk, size_t pixels, bool inverted, unsigned char* rgb) {
-  for (size_t i = 0; i < pixels; ++i, cmyk += 4, rgb += 3) {
-    const unsigned k = inverted ? cmyk[3] : 255u - cmyk[3];
-    for (int c = 0; c < 3; ++c) {
-      const unsigned ink = inverted ? cmyk[c] : 255u - cmyk[c];
-      rgb[c] = static_cast<unsigned char>((ink * k + 127u) / 255u);
-    }
+// CMYK (4 samples a pixel) to RGB as Pillow reads it (JpegImagePlugin's "CMYK;I": Adobe's
+// convention, samples stored inverted as Photoshop writes them, assumed for every CMYK JPEG,
+// with or without the APP14 marker): R = C * K / 255 of the stored samples, rounded to nearest.
+// In place: `pixels` CMYK samples become `pixels` RGB ones at the start of `samples` (each write
+// at 3i + c comes after the reads at 4i..4i+3 it would overwrite).
+void CmykToRgbInPlace(unsigned char* samples, size_t pixels) {
+  for (size_t i = 0; i < pixels; ++i) {
+    const unsigned char* cmyk = samples + 4 * i;
+    const unsigned c = cmyk[0], m = cmyk[1], y = cmyk[2], k = cmyk[3];
+    unsigned char* rgb = samples + 3 * i;
+    rgb[0] = static_cast<unsigned char>((c * k + 127u) / 255u);
+    rgb[1] = static_cast<unsigned char>((m * k + 127u) / 255u);
+    rgb[2] = static_cast<unsigned char>((y * k + 127u) / 255u);
   }
 }
 
@@ -72,7 +75,7 @@ absl::StatusOr<Image> DecodeJpeg(std::string_view bytes, int channels, int64_t m
   error.base.emit_message = JpegEmitMessage;
   error.message[0] = '\0';
   Image* image = new Image();
-  int too_many = 0, cmyk = 0, inverted = 0;
+  int too_many = 0, cmyk = 0;
   if (setjmp(error.jump)) {
     jpeg_destroy_decompress(&cinfo);
     delete image;
@@ -90,7 +93,6 @@ absl::StatusOr<Image> DecodeJpeg(std::string_view bytes, int channels, int64_t m
     jpeg_destroy_decompress(&cinfo);
   } else {
     cmyk = cinfo.jpeg_color_space == JCS_CMYK || cinfo.jpeg_color_space == JCS_YCCK;
-    inverted = cinfo.saw_Adobe_marker;
     cinfo.out_color_space = cmyk ? JCS_CMYK : channels == 1 ? JCS_GRAYSCALE : JCS_RGB;
     jpeg_start_decompress(&cinfo);
     const int decoded = cinfo.output_components;
@@ -111,14 +113,10 @@ absl::StatusOr<Image> DecodeJpeg(std::string_view bytes, int channels, int64_t m
   if (too_many) return TooManyPixels(result.width, result.height, max_pixels);
   if (cmyk) {
     const size_t pixels = static_cast<size_t>(result.width) * result.height;
-    std::vector<unsigned char> rgb(pixels * 3);
-    CmykToRgb(result.pixels.data(), pixels, inverted != 0, rgb.data());
-    if (channels == 1) {
-      result.pixels.resize(pixels);
-      RgbToGrey(rgb.data(), pixels, result.pixels.data());
-    } else {
-      result.pixels = std::move(rgb);
-    }
+    CmykToRgbInPlace(result.pixels.data(), pixels);
+    // Grey in place too: each write at i comes after the reads at 3i..3i+2.
+    if (channels == 1) RgbToGrey(result.pixels.data(), pixels, result.pixels.data());
+    result.pixels.resize(pixels * static_cast<size_t>(channels));
   }
   return result;
 }

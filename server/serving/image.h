@@ -25,8 +25,8 @@ struct Image {
 inline constexpr int64_t kDefaultMaxImagePixels = 16 * 1024 * 1024;
 
 // Decodes a JPEG or PNG file into `channels` (1 = gray, 3 = RGB) channels. CMYK and YCCK JPEGs
-// are converted to RGB as Pillow and browsers do (samples inverted when the file has Adobe's
-// APP14 marker).
+// are converted to RGB as Pillow does (the samples read as stored inverted, Adobe's convention,
+// with or without its APP14 marker).
 // INVALID_ARGUMENT: not a JPEG/PNG, corrupt or truncated data, or more than `max_pixels` pixels
 // (checked from the header, before decompression).
 absl::StatusOr<Image> DecodeImage(std::string_view bytes, int channels, int64_t max_pixels);

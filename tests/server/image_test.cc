@@ -104,14 +104,15 @@ constexpr InkBlock kInkBlocks[] = {
 };
 constexpr int kInkBlocksAcross = 3, kInkWidth = 24, kInkHeight = 16;
 
-// The blocks' samples as the file stores them: inverted when `inverted` (Adobe, Photoshop).
-std::vector<uint8_t> InkSamples(bool inverted) {
+// The blocks' samples as the file stores them: inverted (Adobe's convention, as Photoshop writes
+// them).
+std::vector<uint8_t> InkSamples() {
   std::vector<uint8_t> samples(static_cast<size_t>(kInkWidth) * kInkHeight * 4);
   for (int y = 0; y < kInkHeight; ++y) {
     for (int x = 0; x < kInkWidth; ++x) {
       const InkBlock& block = kInkBlocks[y / 8 * kInkBlocksAcross + x / 8];
       uint8_t* at = &samples[(static_cast<size_t>(y) * kInkWidth + x) * 4];
-      for (uint8_t ink : {block.c, block.m, block.y, block.k}) *at++ = inverted ? 255 - ink : ink;
+      for (uint8_t ink : {block.c, block.m, block.y, block.k}) *at++ = 255 - ink;
     }
   }
   return samples;
@@ -143,7 +144,7 @@ void ExpectInkBlocks(const std::string& jpeg, int tolerance) {
 }
 
 TEST(DecodeImage, AdobeCmykJpegIsReadInverted) {
-  const std::string jpeg = EncodeCmykJpeg(InkSamples(true), kInkWidth, kInkHeight, false, true);
+  const std::string jpeg = EncodeCmykJpeg(InkSamples(), kInkWidth, kInkHeight, false, true);
   ExpectInkBlocks(jpeg, 0);
   // The pixel limit holds as for any JPEG.
   EXPECT_EQ(serving::EncodedImagePixels(jpeg), kInkWidth * kInkHeight);
@@ -153,11 +154,13 @@ TEST(DecodeImage, AdobeCmykJpegIsReadInverted) {
 }
 
 TEST(DecodeImage, AdobeYcckJpegIsReadAsCmyk) {
-  ExpectInkBlocks(EncodeCmykJpeg(InkSamples(true), kInkWidth, kInkHeight, true, true), 1);
+  ExpectInkBlocks(EncodeCmykJpeg(InkSamples(), kInkWidth, kInkHeight, true, true), 1);
 }
 
-TEST(DecodeImage, CmykJpegWithoutAdobeMarkerIsReadAsInks) {
-  ExpectInkBlocks(EncodeCmykJpeg(InkSamples(false), kInkWidth, kInkHeight, false, false), 0);
+// Pillow assumes Adobe's inverted samples for every CMYK JPEG (JpegImagePlugin: "CMYK;I"), so
+// a file without the marker reads the same as one with it.
+TEST(DecodeImage, CmykJpegWithoutAdobeMarkerIsReadInvertedAsPillowDoes) {
+  ExpectInkBlocks(EncodeCmykJpeg(InkSamples(), kInkWidth, kInkHeight, false, false), 0);
 }
 
 TEST(EncodedImagePixels, UnknownWhenTheHeaderDoesNotSay) {

@@ -500,9 +500,22 @@ TEST_F(ServerExtraTest, GrpcThreadSpinsForTheNextCallOnlyWhileComputeIsIdle) {
       << text;
   EXPECT_EQ(Sample(text, R"(convserve_grpc_waits_total{outcome="sleep"})"),
             static_cast<double>(now.sleeps));
-  // Every unary method has its series of undelivered answers, 0 here (all were delivered).
-  EXPECT_EQ(Sample(text, R"(convserve_grpc_undelivered_answers_total{method="ServerLive"})"), 0.0);
-  EXPECT_EQ(Sample(text, R"(convserve_grpc_undelivered_answers_total{method="ModelInfer"})"), 0.0);
+  // Every unary method has its series of undelivered answers, named service/method, 0 here (all
+  // were delivered): the 11 of GRPCInferenceService, the 3 of convserve.v1 (two statistics
+  // methods of alike-named types apart) and health's Check.
+  const std::map<std::string, int64_t> undelivered = server_->undelivered_answers();
+  EXPECT_EQ(undelivered.size(), 15u);
+  for (const std::string method :
+       {"inference.GRPCInferenceService/ServerLive", "inference.GRPCInferenceService/ModelInfer",
+        "inference.GRPCInferenceService/ModelStatistics",
+        "inference.GRPCInferenceService/RepositoryModelUnload",
+        "convserve.v1.ConvServe/GetModelStatistics", "convserve.v1.ConvServe/GetLayerReport",
+        "convserve.v1.ConvServe/CompareKernels", "grpc.health.v1.Health/Check"}) {
+    EXPECT_EQ(undelivered.count(method), 1u) << method;
+    EXPECT_EQ(Sample(text, "convserve_grpc_undelivered_answers_total{method=\"" + method + "\"}"),
+              0.0)
+        << method;
+  }
 }
 
 TEST_F(ServerExtraTest, RefusalsHeldAtShutdownAreAnsweredUnavailableWhenReleased) {
@@ -1262,8 +1275,12 @@ TEST_F(ServerExtraTest, DeadlinePassedWhileQueuedIsNotComputed) {
   EXPECT_TRUE(PollUntil([&] { return Stats("queued").inference_stats().fail().count() == 1; }));
   // Its answer (DEADLINE_EXCEEDED) found the call ended: gRPC could not deliver it, and the
   // server counts that. The first request was answered straight through the core, not gRPC.
-  EXPECT_TRUE(PollUntil([&] { return server_->undelivered_answers()["ModelInfer"] == 1; }));
-  EXPECT_EQ(server_->undelivered_answers()["ServerLive"], 0);
+  EXPECT_TRUE(PollUntil([&] {
+    return server_->undelivered_answers()["inference.GRPCInferenceService/ModelInfer"] == 1;
+  }));
+  const std::map<std::string, int64_t> undelivered = server_->undelivered_answers();
+  ASSERT_EQ(undelivered.count("inference.GRPCInferenceService/ServerLive"), 1u);
+  EXPECT_EQ(undelivered.at("inference.GRPCInferenceService/ServerLive"), 0);
 
   // The server-side status and message, seen through the core: a deadline already passed.
   auto expired = CoreInfer("queued", Steady::now() - std::chrono::milliseconds(1));
