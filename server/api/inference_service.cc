@@ -272,6 +272,29 @@ void FillTensorMetadata(
   }
 }
 
+// RESOURCE_EXHAUSTED for a request over `limit` bytes, naming the model and its largest input.
+absl::Status CheckRequestSize(const inference::ModelInferRequest& request, int64_t limit) {
+  const int64_t size = static_cast<int64_t>(request.ByteSizeLong());
+  if (size <= limit) return absl::OkStatus();
+  std::string largest;
+  int64_t largest_bytes = -1;
+  for (int i = 0; i < request.inputs_size(); ++i) {
+    const int64_t bytes = static_cast<int64_t>(i < request.raw_input_contents_size()
+                                                   ? request.raw_input_contents(i).size()
+                                                   : request.inputs(i).contents().ByteSizeLong());
+    if (bytes > largest_bytes) {
+      largest = request.inputs(i).name();
+      largest_bytes = bytes;
+    }
+  }
+  return absl::ResourceExhaustedError(absl::StrCat(
+      "request to model '", request.model_name(), "' is ", size,
+      " bytes, over the server's limit of ", limit, " bytes (--max-request-bytes)",
+      largest_bytes >= 0
+          ? absl::StrCat("; its largest input, '", largest, "', holds ", largest_bytes, " bytes")
+          : std::string()));
+}
+
 void FillDuration(const serving::Duration& d, inference::StatisticDuration* out) {
   out->set_count(d.count);
   out->set_ns(d.ns);
@@ -279,7 +302,8 @@ void FillDuration(const serving::Duration& d, inference::StatisticDuration* out)
 
 class InferenceService final : public inference::GRPCInferenceService::AsyncService {
  public:
-  InferenceService(ServerCore* core, AsyncRpc& rpc) : core_(core) {
+  InferenceService(ServerCore* core, AsyncRpc& rpc, int64_t max_request_bytes)
+      : core_(core), max_request_bytes_(max_request_bytes) {
     using S = inference::GRPCInferenceService::AsyncService;
     auto serve = [&](auto request, auto handler) {
       rpc.ServeUnary(this, request, std::bind_front(handler, this));
@@ -366,6 +390,11 @@ class InferenceService final : public inference::GRPCInferenceService::AsyncServ
       if (result.ok()) FillResponse(*result, raw, response);
       reply.Finish(ToGrpcStatus(result.status()));
     };
+    if (absl::Status status = CheckRequestSize(*request, max_request_bytes_); !status.ok()) {
+      core_->Reject(request->model_name(), request->model_version(), status, request->id(),
+                    std::move(done));
+      return;
+    }
     auto converted = std::make_unique<serving::InferRequest>();
     if (absl::Status status = ConvertRequest(*request, *converted); !status.ok()) {
       core_->Reject(request->model_name(), request->model_version(), status, request->id(),
@@ -464,12 +493,14 @@ class InferenceService final : public inference::GRPCInferenceService::AsyncServ
   }
 
   ServerCore* core_;
+  const int64_t max_request_bytes_;
 };
 
 }  // namespace
 
-std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core, AsyncRpc& rpc) {
-  return std::make_unique<InferenceService>(core, rpc);
+std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core, AsyncRpc& rpc,
+                                                      int64_t max_request_bytes) {
+  return std::make_unique<InferenceService>(core, rpc, max_request_bytes);
 }
 
 }  // namespace convserve::api

@@ -19,11 +19,14 @@ struct ServerOptions {
   std::string model_control_mode = "none";  // none | poll | explicit
   std::vector<std::string> load_models;     // explicit mode: loaded at start ("*": all)
   int repository_poll_secs = 15;
-  std::string log_level = "info";        // trace | debug | info | warn | error | critical | off
-  std::string log_format = "text";       // text | json
-  int64_t max_request_bytes = 64 << 20;  // gRPC max receive message size
-  int exit_timeout_secs = 30;            // how long shutdown waits for in-flight requests
-  int64_t max_image_pixels = 16 << 20;   // decompression-bomb limit for encoded images
+  std::string log_level = "info";   // trace | debug | info | warn | error | critical | off
+  std::string log_format = "text";  // text | json
+  // Largest request accepted. ModelInfer requests up to twice this are read and refused by the
+  // server (RESOURCE_EXHAUSTED naming the model and its largest input, counted and logged);
+  // anything larger is refused by gRPC before it is read (gRPC's message, not counted).
+  int64_t max_request_bytes = 64 << 20;
+  int exit_timeout_secs = 30;           // how long shutdown waits for in-flight requests
+  int64_t max_image_pixels = 16 << 20;  // decompression-bomb limit for encoded images
   // TLS: PEM server certificate chain and private key (both or neither); with a client CA,
   // mutual TLS: every client must present a certificate that CA signed.
   std::string tls_cert_file;

@@ -156,8 +156,11 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
   grpc::ServerBuilder builder;
   builder.AddListeningPort(absl::StrCat(options.grpc_address, ":", options.grpc_port), *credentials,
                            &impl->grpc_port);
+  // Twice the limit: ModelInfer requests over it are then read and refused by the service, with
+  // a message that names the model and its largest input, and counted (gRPC's own refusal comes
+  // before any handler and is neither); beyond twice, gRPC still refuses them unread.
   builder.SetMaxReceiveMessageSize(static_cast<int>(
-      std::min<int64_t>(options.max_request_bytes, std::numeric_limits<int>::max())));
+      std::min<int64_t>(options.max_request_bytes * 2, std::numeric_limits<int>::max())));
   builder.SetMaxSendMessageSize(-1);
   // gRPC sets SO_REUSEPORT by default: a second server on a port in use would start and take a
   // share of its connections instead of failing.
@@ -184,7 +187,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
               {"sleep", static_cast<double>(waits->sleeps.load())}};
         });
   }
-  impl->inference_service = CreateInferenceService(impl->core.get(), *impl->rpc);
+  impl->inference_service =
+      CreateInferenceService(impl->core.get(), *impl->rpc, options.max_request_bytes);
   impl->convserve_service = CreateConvServeService(impl->core.get(), *impl->rpc);
   impl->health = std::make_unique<HealthService>(
       *impl->rpc, std::vector<std::string>{"inference.GRPCInferenceService",

@@ -463,15 +463,29 @@ TEST_F(ServerTest, BadRequestsFailWithCodeAndMessageAndTheServerKeepsServing) {
   EXPECT_EQ(stats.inference_stats().success().count(), 16u);
 }
 
-TEST_F(ServerTest, OversizeRequestIsRejectedByGrpc) {
+// A request over --max-request-bytes: up to twice the limit the server reads it and refuses it
+// with a message naming the model, the sizes and the largest input, counted in the model's
+// statistics; beyond twice, gRPC refuses it unread with its own message. Oracle: the sizes
+// computed here (the message's serialized size, the raw contents' length).
+TEST_F(ServerTest, OversizeRequestIsRejectedNamingTheModelAndInput) {
   api::ServerOptions options;
   options.max_request_bytes = 64 * 1024;
   StartServer(options);
   auto r = Fp32Request("tiny", std::vector<int>(8, 1), true);  // 25 KB
   r.mutable_raw_input_contents(0)->append(std::string(100 * 1024, '\0'));
+  const std::string raw_size = std::to_string(r.raw_input_contents(0).size());
+  ExpectError(r, grpc::StatusCode::RESOURCE_EXHAUSTED,
+              absl::StrCat("request to model 'tiny' is ", r.ByteSizeLong(),
+                           " bytes, over the server's limit of 65536 bytes (--max-request-bytes); "
+                           "its largest input, 'input', holds ",
+                           raw_size, " bytes"));
+  EXPECT_EQ(Stats("tiny").inference_stats().fail().count(), 1u);
+
+  r.mutable_raw_input_contents(0)->append(std::string(100 * 1024, '\0'));  // 225 KB > 2 x 64 KiB
   inference::ModelInferResponse response;
-  grpc::Status status = Infer(r, &response);
+  const grpc::Status status = Infer(r, &response);
   EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("Received message larger than max"));
   ExpectGoodRequestSucceeds();
 }
 
