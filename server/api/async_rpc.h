@@ -48,6 +48,14 @@ namespace convserve::api {
 // counts are atomic.
 struct UndeliveredCounts {
   std::map<std::string, std::atomic<int64_t>> by_method;
+  // The counts now, by method.
+  std::map<std::string, int64_t> Read() const {
+    std::map<std::string, int64_t> counts;
+    for (const auto& [method, count] : by_method) {
+      counts[method] = count.load(std::memory_order_relaxed);
+    }
+    return counts;
+  }
 };
 
 // What a completion-queue event does: the tag of every asynchronous operation is a Tag.

@@ -204,9 +204,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
         "running at --exit-timeout-secs), by method",
         "method", [undelivered = impl->rpc->undelivered()] {
           serving::PrometheusMetrics::ScrapedSeries series;
-          for (const auto& [method, count] : undelivered->by_method) {
-            series.emplace_back(method, static_cast<double>(count.load()));
-          }
+          for (const auto& [method, count] : undelivered->Read())
+            series.emplace_back(method, count);
           return series;
         });
   }
@@ -235,11 +234,7 @@ Server::GrpcWaits Server::grpc_waits() const {
 }
 
 std::map<std::string, int64_t> Server::undelivered_answers() const {
-  std::map<std::string, int64_t> counts;
-  for (const auto& [method, count] : impl_->rpc->undelivered()->by_method) {
-    counts[method] = count.load(std::memory_order_relaxed);
-  }
-  return counts;
+  return impl_->rpc->undelivered()->Read();
 }
 
 int Server::metrics_port() const { return impl_->metrics ? impl_->metrics->port() : 0; }

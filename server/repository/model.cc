@@ -109,7 +109,6 @@ inference::ModelConfig DeriveModelConfig(const std::string& name, const engine::
   inference::ModelConfig config;
   config.set_name(name);
   config.set_platform("onnxruntime_onnx");
-  config.set_backend("convserve");
   bool batched = !graph.inputs.empty();
   for (const auto* infos : {&graph.inputs, &graph.outputs}) {
     for (const auto& info : *infos) {
