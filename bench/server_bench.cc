@@ -643,19 +643,135 @@ std::vector<double> DriveClosedLoop(const AsyncMethod<Request, Response>& method
   return latencies_us;
 }
 
+// `concurrency` ModelStreamInfer streams (Triton's streaming API) on one completion queue, each
+// with one request in flight: the next is written as soon as the answer to the last is read,
+// until `seconds` have passed; then each stream closes its side and finishes. Dies on a failed
+// stream, an error answer, or an answer `valid` rejects. Returns per-request latencies in
+// microseconds.
+std::vector<double> DriveStreams(
+    Stub& stub, const std::vector<inference::ModelInferRequest>& requests, int concurrency,
+    double seconds, const std::function<bool(const inference::ModelInferResponse&)>& valid,
+    ClientWait wait) {
+  struct Stream;
+  // One tag per operation kind, so that a write and a read may be outstanding together.
+  struct Op {
+    Stream* stream;
+    enum Kind { kStarted, kWritten, kRead, kWritesDone, kFinished } kind;
+  };
+  struct Stream {
+    grpc::ClientContext context;
+    std::unique_ptr<grpc::ClientAsyncReaderWriter<inference::ModelInferRequest,
+                                                  inference::ModelStreamInferResponse>>
+        rw;
+    inference::ModelStreamInferResponse answer;
+    grpc::Status status;
+    Clock::time_point sent;
+    bool writing = false, write_waiting = false, closing = false;
+    Op started{this, Op::kStarted}, written{this, Op::kWritten}, read{this, Op::kRead},
+        writes_done{this, Op::kWritesDone}, finished{this, Op::kFinished};
+  };
+  grpc::CompletionQueue queue;
+  std::vector<std::unique_ptr<Stream>> streams;
+  std::vector<double> latencies_us;
+  size_t next = 0;
+  int open = 0;
+  const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
+                                      std::chrono::duration<double>(seconds));
+  const auto send = [&](Stream& stream) {
+    if (stream.writing) {  // the last write has not completed yet: this one follows it
+      stream.write_waiting = true;
+      return;
+    }
+    stream.writing = true;
+    stream.sent = Clock::now();
+    stream.rw->Write(requests[next++ % requests.size()], &stream.written);
+    stream.rw->Read(&stream.answer, &stream.read);
+  };
+  for (int c = 0; c < concurrency; ++c) {
+    auto stream = std::make_unique<Stream>();
+    stream->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    stream->rw = stub.AsyncModelStreamInfer(&stream->context, &queue, &stream->started);
+    streams.push_back(std::move(stream));
+    ++open;
+  }
+  const auto poll_for = wait == ClientWait::kPoll
+                            ? std::chrono::microseconds(std::chrono::seconds(30))
+                            : std::chrono::microseconds(0);
+  void* tag = nullptr;
+  bool ok = false;
+  while (open > 0 && convserve::api::NextEvent(
+                         &queue, poll_for, [] { return true; }, nullptr, &tag, &ok)) {
+    const Op& op = *static_cast<Op*>(tag);
+    Stream& stream = *op.stream;
+    if (!ok && op.kind != Op::kFinished) Die("a ModelStreamInfer stream failed");
+    switch (op.kind) {
+      case Op::kStarted:
+        send(stream);
+        break;
+      case Op::kWritten:
+        stream.writing = false;
+        if (stream.write_waiting) {
+          stream.write_waiting = false;
+          send(stream);
+        } else if (stream.closing) {
+          stream.rw->WritesDone(&stream.writes_done);
+        }
+        break;
+      case Op::kRead: {
+        const auto now = Clock::now();
+        if (!stream.answer.error_message().empty()) {
+          Die("error answer on a stream: " + stream.answer.error_message());
+        }
+        if (!valid(stream.answer.infer_response())) {
+          Die("unexpected answer: " + stream.answer.ShortDebugString());
+        }
+        latencies_us.push_back(
+            std::chrono::duration<double, std::micro>(now - stream.sent).count());
+        if (now < end) {
+          send(stream);
+        } else {
+          stream.closing = true;
+          if (!stream.writing) stream.rw->WritesDone(&stream.writes_done);
+        }
+        break;
+      }
+      case Op::kWritesDone:
+        stream.rw->Finish(&stream.status, &stream.finished);
+        break;
+      case Op::kFinished:
+        if (!ok || !stream.status.ok()) {
+          Die(absl::StrCat("stream ended with ", stream.status.error_code(), " ",
+                           stream.status.error_message()));
+        }
+        --open;
+        break;
+    }
+  }
+  queue.Shutdown();
+  while (queue.Next(&tag, &ok)) {
+  }
+  return latencies_us;
+}
+
+// How requests reach the server: one ModelInfer call each, or on ModelStreamInfer streams.
+enum class Transport { kUnary, kStream };
+
 std::vector<double> DriveInfer(Stub& stub,
                                const std::vector<inference::ModelInferRequest>& requests,
                                int concurrency, double seconds, size_t expected_output_bytes,
-                               ClientWait wait) {
-  return DriveClosedLoop<inference::ModelInferRequest, inference::ModelInferResponse>(
-      [&](grpc::ClientContext* context, const inference::ModelInferRequest& request,
-          grpc::CompletionQueue* queue) { return stub.AsyncModelInfer(context, request, queue); },
-      requests, concurrency, seconds,
+                               ClientWait wait, Transport transport) {
+  const std::function<bool(const inference::ModelInferResponse&)> valid =
       [&](const inference::ModelInferResponse& response) {
         return response.raw_output_contents_size() == 1 &&
                response.raw_output_contents(0).size() == expected_output_bytes;
-      },
-      wait);
+      };
+  if (transport == Transport::kStream) {
+    return DriveStreams(stub, requests, concurrency, seconds, valid, wait);
+  }
+  return DriveClosedLoop<inference::ModelInferRequest, inference::ModelInferResponse>(
+      [&](grpc::ClientContext* context, const inference::ModelInferRequest& request,
+          grpc::CompletionQueue* queue) { return stub.AsyncModelInfer(context, request, queue); },
+      requests, concurrency, seconds, valid, wait);
 }
 
 // The floor of any RPC on this machine: ServerLive (empty request, one bool back) at
@@ -690,13 +806,14 @@ enum class Peer { kConvserve, kNull };
 Phase RunPhase(Stub& stub, pid_t server_pid, const std::string& model,
                const std::vector<inference::ModelInferRequest>& requests, int images_per_request,
                int concurrency, double seconds, size_t expected_output_bytes,
-               Peer peer = Peer::kConvserve, ClientWait wait = ClientWait::kSleep) {
+               Peer peer = Peer::kConvserve, ClientWait wait = ClientWait::kSleep,
+               Transport transport = Transport::kUnary) {
   const bool server_statistics = peer == Peer::kConvserve;
-  DriveInfer(stub, requests, concurrency, 0.15, expected_output_bytes, wait);  // warm-up
+  DriveInfer(stub, requests, concurrency, 0.15, expected_output_bytes, wait, transport);  // warm-up
   const ServerStats before = server_statistics ? ReadServerStats(stub, model) : ServerStats{};
   const CpuMark mark = MarkCpu(server_pid);
   const std::vector<double> latencies =
-      DriveInfer(stub, requests, concurrency, seconds, expected_output_bytes, wait);
+      DriveInfer(stub, requests, concurrency, seconds, expected_output_bytes, wait, transport);
   const CpuMark after = MarkCpu(server_pid);
   const ServerStats stats = server_statistics ? ReadServerStats(stub, model) : ServerStats{};
 
@@ -802,6 +919,8 @@ struct Row {
   // the do-nothing server, and the do-nothing server busy-waiting as above. Not measured when the
   // server's threads take every core (the polling client would take one from them).
   std::vector<Phase> poll_c1, null_poll_c1, null_busy_poll_c1;
+  // FP32 on ModelStreamInfer streams (one per request in flight), concurrency 1 and 8.
+  std::vector<Phase> stream_c1, stream_c8;
 };
 
 std::vector<double> Collect(size_t n, const std::function<double(size_t)>& at) {
@@ -1050,6 +1169,10 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
       out << ",\n     \"fp32_" << kClientBatch
           << "_images_per_request\": " << SummaryJson(Summarize(row, row.c1, row.batch_c8));
     }
+    if (!row.stream_c1.empty() && !row.stream_c8.empty()) {
+      out << ",\n     \"fp32_model_stream_infer\": "
+          << SummaryJson(Summarize(row, row.stream_c1, row.stream_c8));
+    }
     out << ",\n     \"rounds\": [";
     for (size_t i = 0; i < row.engine.size(); ++i) {
       const EngineRound& e = row.engine[i];
@@ -1083,6 +1206,10 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
             << ",\n        \"polling_client_null_server_c1\": " << PhaseJson(row.null_poll_c1[i])
             << ",\n        \"polling_client_null_server_busy_engine_p50_c1\": "
             << PhaseJson(row.null_busy_poll_c1[i]);
+      }
+      if (i < row.stream_c1.size() && i < row.stream_c8.size()) {
+        out << ",\n        \"stream_server_c1\": " << PhaseJson(row.stream_c1[i])
+            << ",\n        \"stream_server_c8\": " << PhaseJson(row.stream_c8[i]);
       }
       if (i < row.batch_c8.size()) {
         out << ",\n        \"server_c8_" << kClientBatch
@@ -1141,8 +1268,11 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << kClientBatch << " images per request for " << Fixed(o.seconds, 1)
       << " s (client-side batching: one FP32 [" << kClientBatch
       << ", 1, 28, 28] tensor in `raw_input_contents`, every answer checked to hold "
-      << kClientBatch
-      << " images' logits); each server phase after 0.15 s of warm-up; then the same FP32 "
+      << kClientBatch << " images' logits), then the FP32 requests again at concurrency 1 and "
+      << kThroughputConcurrency
+      << " on ModelStreamInfer streams (Triton's streaming API: one bidirectional stream per "
+         "request in flight, each request written once the answer to the last one on its stream "
+         "was read); each server phase after 0.15 s of warm-up; then the same FP32 "
          "requests at concurrency 1 and "
       << kThroughputConcurrency
       << " against `convserve-null-server` (bench/null_server.cc), a do-nothing gRPC server of "
@@ -1186,8 +1316,8 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
           << Fixed(s.null_ips.median, 0) << " one-image requests/s, "
           << Fixed(s.null_ratio.median * 100, 0) << "% of the engine's best images/s"
           << (s.null_ratio.median < kThroughputTarget
-                  ? ": with one image per request no server of this protocol reaches the "
-                    "throughput target on this machine."
+                  ? ": with one ModelInfer call per image no server of this protocol reaches "
+                    "the throughput target on this machine."
                   : ": gRPC alone does not keep this model from the throughput target.");
     } else if (s.floor_p50.median > kOverheadTargetUs) {
       out << " The RPC floor alone (ServerLive p50 " << Fixed(s.floor_p50.median, 0)
@@ -1208,6 +1338,18 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
           << "), the busy-waiting do-nothing server's "
           << Fixed(s.null_busy_poll_overhead.median, 0) << " us, so "
           << Fixed(s.poll_own_cost.median, 0) << " us above it.";
+    }
+    if (!row.stream_c1.empty() && !row.stream_c8.empty()) {
+      const Summary t = Summarize(row, row.stream_c1, row.stream_c8);
+      out << " On ModelStreamInfer streams (the same requests, one stream per request in flight): "
+             "overhead p50 "
+          << Fixed(t.overhead_p50.median, 0) << " us (target "
+          << TargetWord(t.overhead_p50.median <= kOverheadTargetUs) << "), throughput "
+          << Fixed(t.ratio.median * 100, 0) << "% of the engine's best (target "
+          << Fixed(kThroughputTarget * 100, 0)
+          << "%: " << TargetWord(t.ratio.median >= kThroughputTarget) << "), batches of "
+          << Fixed(t.avg_batch.median, 1) << ", client+server CPU " << Fixed(CpuUsPerImage(t), 0)
+          << " us per image against " << Fixed(CpuUsPerImage(s), 0) << " us with ModelInfer calls.";
     }
     if (!row.batch_c8.empty()) {
       const Summary b = Summarize(row, row.c1, row.batch_c8);
@@ -1369,6 +1511,36 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << " against `convserve-null-server`, which computes nothing: the most images/s this "
          "client and gRPC reach on this machine with those requests, so its percentage is the "
          "ceiling of the ratio for them.\n";
+
+  out << "\n## Triton's streaming API: ModelStreamInfer\n\n"
+      << "The same FP32 requests on ModelStreamInfer streams, in the same rounds: one "
+         "bidirectional stream per request in flight (1, then "
+      << kThroughputConcurrency
+      << "), the next request written on a stream once its last answer was read. A stream "
+         "carries each request as one message on a call that stays open, so the per-call costs "
+         "of gRPC (a new HTTP/2 stream, headers, trailers, a call object on both sides) are paid "
+         "once per stream instead of once per request. Overhead and ratio as above, against the "
+         "engine of the same round; CPU per request as in the table below.\n\n"
+      << "| model | threads | ModelInfer overhead p50 us | stream overhead p50 us | stream "
+         "overhead "
+         "p99 us | p50 target | ModelInfer c"
+      << kThroughputConcurrency << " ratio | stream c" << kThroughputConcurrency
+      << " img/s | stream ratio | ratio target | batch formed | client us/req ModelInfer / "
+         "stream | server us/req ModelInfer / stream |\n"
+      << "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|\n";
+  for (const Row& row : rows) {
+    if (row.stream_c1.empty() || row.stream_c8.empty()) continue;
+    const Summary u = Summarize(row, row.c1, row.c8);
+    const Summary t = Summarize(row, row.stream_c1, row.stream_c8);
+    out << "| " << row.model << " | " << row.threads << " | " << Cell(u.overhead_p50, 0) << " | "
+        << Cell(t.overhead_p50, 0) << " | " << Cell(t.overhead_p99, 0) << " | "
+        << TargetWord(t.overhead_p50.median <= kOverheadTargetUs) << " | "
+        << Fixed(u.ratio.median * 100, 0) << "% | " << Cell(t.server_ips, 0) << " | "
+        << Fixed(t.ratio.median * 100, 0) << "% (" << Fixed(t.ratio.best * 100, 0) << "%) | "
+        << TargetWord(t.ratio.median >= kThroughputTarget) << " | " << Cell(t.avg_batch, 2) << " | "
+        << Fixed(u.client_us.median, 0) << " / " << Fixed(t.client_us.median, 0) << " | "
+        << Fixed(u.server_us.median, 0) << " / " << Fixed(t.server_us.median, 0) << " |\n";
+  }
 
   out << "\n## Where the CPU goes at concurrency " << kThroughputConcurrency << " (FP32)\n\n"
       << "CPU time over the measured phase, in cores (CPU seconds per second), and per request. "
@@ -1659,6 +1831,12 @@ int main(int argc, char** argv) {
                                   options.seconds, output_bytes));
         row.c8.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model], 1,
                                   kThroughputConcurrency, options.seconds, output_bytes));
+        row.stream_c1.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model],
+                                         1, 1, options.seconds, output_bytes, Peer::kConvserve,
+                                         ClientWait::kSleep, Transport::kStream));
+        row.stream_c8.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model],
+                                         1, kThroughputConcurrency, options.seconds, output_bytes,
+                                         Peer::kConvserve, ClientWait::kSleep, Transport::kStream));
         if (!batched_requests[row.model].empty()) {
           row.batch_c8.push_back(
               RunPhase(*stub, server.pid(), row.model, batched_requests[row.model], kClientBatch,
@@ -1716,6 +1894,9 @@ int main(int argc, char** argv) {
                     << " us, busy-waiting " << Fixed(row.null_busy_poll_c1.back().p50_us, 0)
                     << " us";
         }
+        std::cerr << "; streams: c1 p50 " << Fixed(row.stream_c1.back().p50_us, 0) << " us, c8 "
+                  << Fixed(row.stream_c8.back().images_per_s, 0) << " img/s (batch "
+                  << Fixed(row.stream_c8.back().avg_batch, 1) << ")";
         if (!row.batch_c8.empty()) {
           std::cerr << ", " << kClientBatch << " img/request "
                     << Fixed(row.batch_c8.back().images_per_s, 0) << " img/s (batch "

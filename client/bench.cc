@@ -188,6 +188,7 @@ LevelResult RunLevel(Client& client, const BenchOptions& options,
     Stream& stream = streams[static_cast<size_t>(id)];
     size_t i = static_cast<size_t>(id);
     inference::ModelInferResponse response;
+    std::unique_ptr<Client::InferStream> infer_stream;
     while (true) {
       if (options.request_rate > 0) {
         const uint64_t slot = next_slot.fetch_add(1);
@@ -200,7 +201,14 @@ LevelResult RunLevel(Client& client, const BenchOptions& options,
       }
       const auto sent = Clock::now();
       response.Clear();
-      const absl::Status status = client.InferOnce(requests[i++ % requests.size()], &response);
+      absl::Status status;
+      if (options.streaming) {
+        if (infer_stream == nullptr) infer_stream = client.OpenInferStream();
+        status = infer_stream->Infer(requests[i++ % requests.size()], &response);
+        if (infer_stream->ended()) infer_stream.reset();  // opened again for the next request
+      } else {
+        status = client.InferOnce(requests[i++ % requests.size()], &response);
+      }
       const auto received = Clock::now();
       if (status.ok()) {
         stream.latencies_ms.push_back(
@@ -214,6 +222,13 @@ LevelResult RunLevel(Client& client, const BenchOptions& options,
         if (status.code() == absl::StatusCode::kUnavailable) {
           std::this_thread::sleep_for(std::chrono::milliseconds(10));
         }
+      }
+    }
+    if (infer_stream != nullptr) {
+      if (absl::Status closed = infer_stream->Close(); !closed.ok()) {
+        ++stream.errors[absl::StatusCodeToString(closed.code())];
+        if (stream.first_error.empty()) stream.first_error = FormatError(closed);
+        failed.fetch_add(1, std::memory_order_relaxed);
       }
     }
   };
@@ -343,8 +358,9 @@ int RunBench(Client& client, const BenchOptions& options, std::ostream& out) {
       const LevelResult& r = results[i];
       out << (i ? ",\n  {" : "\n  {") << "\"concurrency\": " << r.concurrency
           << ", \"request_rate\": " << FormatDouble(r.request_rate, 3)
-          << ", \"batch\": " << options.batch << ", \"seconds\": " << FormatDouble(r.seconds, 3)
-          << ", \"requests\": " << r.requests
+          << ", \"batch\": " << options.batch
+          << ", \"streaming\": " << (options.streaming ? "true" : "false")
+          << ", \"seconds\": " << FormatDouble(r.seconds, 3) << ", \"requests\": " << r.requests
           << ", \"infer_per_s\": " << FormatDouble(r.infer_per_s, 3)
           << ", \"latency_ms\": {\"avg\": " << FormatDouble(r.avg_ms, 4)
           << ", \"p50\": " << FormatDouble(r.p50_ms, 4)
@@ -383,8 +399,9 @@ int RunBench(Client& client, const BenchOptions& options, std::ostream& out) {
           << (options.request_rate > 0
                   ? absl::StrCat("open loop at ", FormatDouble(options.request_rate, 1), " req/s")
                   : std::string("closed loop"))
-          << ", " << (options.images_dir.empty() ? "random FP32 input" : "images as BYTES")
-          << ", targets " << absl::StrJoin(client.targets(), ",") << "\n";
+          << (options.streaming ? ", ModelStreamInfer streams" : "") << ", "
+          << (options.images_dir.empty() ? "random FP32 input" : "images as BYTES") << ", targets "
+          << absl::StrJoin(client.targets(), ",") << "\n";
     }
     out << table.Render(options.format);
   }

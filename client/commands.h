@@ -89,7 +89,8 @@ struct BenchOptions {
   int batch = 1;
   std::string images_dir;  // BYTES input from these files; empty: random FP32
   std::string format = "table";
-  bool progress = true;  // live line on stderr (only when it is a TTY)
+  bool progress = true;    // live line on stderr (only when it is a TTY)
+  bool streaming = false;  // ModelStreamInfer: one stream per concurrent slot
 };
 int RunBench(Client& client, const BenchOptions& options, std::ostream& out);
 

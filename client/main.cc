@@ -203,6 +203,9 @@ int main(int argc, char** argv) {
                    "Send these JPEG/PNG files as BYTES (default: random FP32 tensors)")
       ->check(CLI::ExistingDirectory);
   bench_cmd->add_flag("!--no-progress", bench.progress, "No live progress line on stderr");
+  bench_cmd->add_flag("--streaming", bench.streaming,
+                      "Send the requests on ModelStreamInfer streams (Triton's streaming API), one "
+                      "stream per concurrent request, instead of one ModelInfer call each");
   FormatOption(bench_cmd, &bench.format);
 
   try {

@@ -321,6 +321,78 @@ absl::Status Client::InferOnce(const inference::ModelInferRequest& request,
   return impl_->Convert(target, status);
 }
 
+namespace {
+
+class GrpcInferStream final : public Client::InferStream {
+ public:
+  GrpcInferStream(Client::Impl* impl, Target* target) : impl_(impl), target_(target) {
+    stream_ = target_->inference->ModelStreamInfer(&context_);
+  }
+  ~GrpcInferStream() override {
+    if (!closed_) {
+      context_.TryCancel();
+      stream_->Finish().IgnoreError();
+    }
+  }
+
+  absl::Status Infer(const inference::ModelInferRequest& request,
+                     inference::ModelInferResponse* response) override {
+    if (!ended_.ok()) return ended_;
+    inference::ModelStreamInferResponse answer;
+    if (!stream_->Write(request) || !stream_->Read(&answer)) return End();
+    if (answer.error_message().empty()) {
+      *response = std::move(*answer.mutable_infer_response());
+      return absl::OkStatus();
+    }
+    const auto& parameters = answer.infer_response().parameters();
+    const auto code = parameters.find("grpc_status_code");
+    return absl::Status(code != parameters.end() && code->second.int64_param() > 0 &&
+                                code->second.int64_param() <= 16
+                            ? static_cast<absl::StatusCode>(code->second.int64_param())
+                            : absl::StatusCode::kUnknown,
+                        answer.error_message());
+  }
+
+  bool ended() const override { return closed_; }
+
+  absl::Status Close() override {
+    if (closed_) return ended_;
+    stream_->WritesDone();
+    inference::ModelStreamInferResponse extra;
+    while (stream_->Read(&extra)) {
+    }
+    closed_ = true;
+    const grpc::Status status = stream_->Finish();
+    if (ended_.ok() && !status.ok()) ended_ = impl_->Convert(*target_, status, "ModelStreamInfer");
+    return ended_;
+  }
+
+ private:
+  absl::Status End() {
+    closed_ = true;
+    const grpc::Status status = stream_->Finish();
+    ended_ = status.ok() ? absl::UnavailableError(absl::StrCat("the stream to ", target_->name,
+                                                               " ended before an answer came"))
+                         : impl_->Convert(*target_, status, "ModelStreamInfer");
+    return ended_;
+  }
+
+  Client::Impl* impl_;
+  Target* target_;
+  grpc::ClientContext context_;
+  std::unique_ptr<
+      grpc::ClientReaderWriter<inference::ModelInferRequest, inference::ModelStreamInferResponse>>
+      stream_;
+  absl::Status ended_;
+  bool closed_ = false;
+};
+
+}  // namespace
+
+std::unique_ptr<Client::InferStream> Client::OpenInferStream() {
+  return std::make_unique<GrpcInferStream>(impl_.get(), impl_->targets[impl_->Next()].get());
+}
+
 absl::StatusOr<inference::ModelStatisticsResponse> Client::ModelStatisticsOf(
     size_t index, const std::string& name) {
   Target& target = *impl_->targets.at(index);

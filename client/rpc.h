@@ -78,6 +78,24 @@ class Client {
   absl::Status InferOnce(const inference::ModelInferRequest& request,
                          inference::ModelInferResponse* response, size_t* target_index = nullptr);
 
+  // One ModelStreamInfer stream (Triton's streaming inference) on the next target in rotation,
+  // with no deadline. Not thread-safe: one user at a time.
+  class InferStream {
+   public:
+    virtual ~InferStream() = default;
+    // Sends one request and reads one answer: the answer of the oldest request without one when
+    // requests are answered in order, as with one in flight. A request's error comes back as its
+    // status (code from the answer's grpc_status_code parameter); a failure of the stream itself
+    // ends it, and every later call returns the same error.
+    virtual absl::Status Infer(const inference::ModelInferRequest& request,
+                               inference::ModelInferResponse* response) = 0;
+    // Closes the sending side and returns the stream's final status.
+    virtual absl::Status Close() = 0;
+    // Whether the stream itself ended (failed, or closed).
+    virtual bool ended() const = 0;
+  };
+  std::unique_ptr<InferStream> OpenInferStream();
+
   // ModelStatistics of one target (bench sums them over all targets).
   absl::StatusOr<inference::ModelStatisticsResponse> ModelStatisticsOf(size_t target,
                                                                        const std::string& name);

@@ -36,7 +36,7 @@ std::atomic<int64_t>* AsyncRpc::UndeliveredCounter(const google::protobuf::Descr
       }
     }
   }
-  return &undelivered_->by_method[name];
+  return UndeliveredCounter(name);
 }
 
 void AsyncRpc::Start() {

@@ -150,6 +150,11 @@ class AsyncRpc {
   // files' services), created on first use: only while methods are being added, before Start.
   std::atomic<int64_t>* UndeliveredCounter(const google::protobuf::Descriptor* request,
                                            const google::protobuf::Descriptor* response);
+  // The counter of a method by its full name ("package.Service/Method"), created on first use:
+  // only while methods are being added, before Start.
+  std::atomic<int64_t>* UndeliveredCounter(const std::string& method) {
+    return &undelivered_->by_method[method];
+  }
 
   // In a handler: how many more calls of the same method arrived together with this one and
   // wait, ready, right behind it on this thread. A thread takes every event that is ready before it

@@ -3,8 +3,11 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <deque>
 #include <functional>
 #include <limits>
+#include <mutex>
+#include <set>
 #include <type_traits>
 #include <utility>
 
@@ -300,10 +303,276 @@ void FillDuration(const serving::Duration& d, inference::StatisticDuration* out)
   out->set_ns(d.ns);
 }
 
-class InferenceService final : public inference::GRPCInferenceService::AsyncService {
+// The parameter of a ModelStreamInfer error answer that carries the request's gRPC status code
+// (the protocol's answer has only a message).
+constexpr const char* kStreamErrorCodeParameter = "grpc_status_code";
+
+// One ModelStreamInfer call: reads requests one after another, hands each to the serving core as
+// ModelInfer does, and writes each answer when it is ready (in the order they finish; clients
+// match them by id). An error of one request is its answer's error_message (with its id and
+// model, and its status code in the parameter kStreamErrorCodeParameter), and the stream goes on.
+// The call ends once the client closed its side (then OK) or the server shuts down (UNAVAILABLE)
+// and every request read is answered. Its events: the call arrived, a read, a write and the
+// finish completed; it deletes itself after the last of them. State is guarded by mutex_.
+class InferStream {
  public:
+  using Service = inference::GRPCInferenceService::AsyncService;
+
+  // The calls of one server: waiting for and serving them, and ending them at shutdown.
+  class Method final : public AsyncRpc::Method {
+   public:
+    Method(Service* service, ServerCore* core, AsyncRpc* rpc, int64_t max_request_bytes)
+        : service_(service),
+          core_(core),
+          rpc_(rpc),
+          max_request_bytes_(max_request_bytes),
+          undelivered_(rpc->UndeliveredCounter("inference.GRPCInferenceService/ModelStreamInfer")) {
+    }
+    ~Method() override = default;
+
+    void Post() override { (new InferStream(this))->Start(); }
+
+    // Every open stream and those still to come stop reading; each ends with UNAVAILABLE once
+    // the requests it read are answered.
+    void EndAll() {
+      std::lock_guard<std::mutex> lock(mutex_);
+      ending_ = true;
+      // A stream leaves open_ (and is deleted) only under this mutex: see Close.
+      for (InferStream* stream : open_) {
+        std::lock_guard<std::mutex> stream_lock(stream->mutex_);
+        stream->ending_ = true;
+        stream->MaybeFinish();
+      }
+    }
+
+   private:
+    friend class InferStream;
+    Service* service_;
+    ServerCore* core_;
+    AsyncRpc* rpc_;
+    const int64_t max_request_bytes_;
+    std::atomic<int64_t>* undelivered_;
+    std::mutex mutex_;  // before a stream's mutex_ when both are held
+    std::set<InferStream*> open_;
+    bool ending_ = false;
+  };
+
+  explicit InferStream(Method* method) : method_(method), stream_(&context_) {
+    method_->rpc_->CallBegan();
+  }
+
+  void Start() {
+    grpc::ServerCompletionQueue* queue = method_->rpc_->queue();
+    method_->service_->RequestModelStreamInfer(&context_, &stream_, queue, queue, &started_);
+  }
+
+ private:
+  struct Event final : Tag {
+    Event(InferStream* stream, void (InferStream::*on)(bool), const void* starts = nullptr)
+        : stream(stream), on(on), starts(starts) {}
+    void Proceed(bool ok) override { (stream->*on)(ok); }
+    // Each request read counts as a call of this method arriving (AsyncRpc::CallsReadyBehind):
+    // requests read together from several streams form one batch.
+    const void* StartsCallOf() const override { return starts; }
+    InferStream* stream;
+    void (InferStream::*on)(bool);
+    const void* starts;
+  };
+
+  ~InferStream() { method_->rpc_->CallEnded(); }
+
+  void OnStarted(bool ok) {
+    if (!ok) {  // the server stopped before a call came
+      delete this;
+      return;
+    }
+    method_->Post();
+    std::lock_guard<std::mutex> method_lock(method_->mutex_);
+    std::lock_guard<std::mutex> lock(mutex_);
+    method_->open_.insert(this);
+    ending_ = method_->ending_;
+    if (ending_) {
+      MaybeFinish();
+    } else {
+      PostRead();
+    }
+  }
+
+  void PostRead() {  // mutex_ held
+    reading_ = true;
+    incoming_ = std::make_unique<inference::ModelInferRequest>();
+    stream_.Read(incoming_.get(), &read_);
+  }
+
+  void OnRead(bool ok) {
+    std::unique_ptr<inference::ModelInferRequest> request;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      reading_ = false;
+      if (!ok) {  // the client closed its side, or the call ended
+        read_done_ = true;
+        incoming_.reset();
+        MaybeFinish();
+        if (finished_done_) {  // a read left waiting by the finish: the last event
+          lock.unlock();
+          Close();
+        }
+        return;
+      }
+      if (finishing_) {  // came before the finish it raced with: the stream cannot answer it
+        method_->undelivered_->fetch_add(1, std::memory_order_relaxed);
+        incoming_.reset();
+        if (finished_done_) {
+          lock.unlock();
+          Close();
+        }
+        return;
+      }
+      request = std::move(incoming_);
+      ++outstanding_;
+      // Read the next request now: it may already be here, and then it joins this one's batch.
+      if (!ending_ && !finishing_) PostRead();
+    }
+    Handle(std::move(request));
+  }
+
+  // As ModelInfer; the answer comes back through Answer, maybe before this returns.
+  void Handle(std::unique_ptr<inference::ModelInferRequest> request) {
+    ServerCore* core = method_->core_;
+    const inference::ModelInferRequest& wire = *request;
+    const bool raw = wire.raw_input_contents_size() > 0;
+    const std::string model = wire.model_name(), id = wire.id();
+    // The request owns the views the converted request holds: it lives until the answer.
+    auto done = [this, raw, model, id,
+                 owner = std::shared_ptr<inference::ModelInferRequest>(std::move(request))](
+                    absl::StatusOr<serving::InferResponse> result) {
+      inference::ModelStreamInferResponse answer;
+      inference::ModelInferResponse* response = answer.mutable_infer_response();
+      if (result.ok()) {
+        FillResponse(*result, raw, response);
+      } else {
+        answer.set_error_message(std::string(result.status().message()));
+        response->set_model_name(model);
+        response->set_id(id);
+        (*response->mutable_parameters())[kStreamErrorCodeParameter].set_int64_param(
+            static_cast<int64_t>(result.status().code()));
+      }
+      Answer(std::move(answer));
+    };
+    if (absl::Status status = CheckRequestSize(wire, method_->max_request_bytes_); !status.ok()) {
+      core->Reject(model, wire.model_version(), status, id, std::move(done));
+      return;
+    }
+    auto converted = std::make_unique<serving::InferRequest>();
+    if (absl::Status status = ConvertRequest(wire, *converted); !status.ok()) {
+      core->Reject(model, wire.model_version(), status, id, std::move(done));
+      return;
+    }
+    converted->deadline = SteadyDeadline(&context_);
+    converted->followed = AsyncRpc::CallsReadyBehind() > 0;
+    const std::string version = wire.model_version();
+    core->Infer(model, version, std::move(converted), std::move(done));
+  }
+
+  // From any thread: queues the answer of one request read.
+  void Answer(inference::ModelStreamInferResponse answer) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    --outstanding_;
+    if (broken_) {
+      method_->undelivered_->fetch_add(1, std::memory_order_relaxed);
+      MaybeFinish();
+      return;
+    }
+    answers_.push_back(std::move(answer));
+    if (!writing_) WriteNext();
+  }
+
+  void WriteNext() {  // mutex_ held, answers_ not empty
+    writing_ = true;
+    sending_ = std::move(answers_.front());
+    answers_.pop_front();
+    stream_.Write(sending_, &written_);
+  }
+
+  void OnWritten(bool ok) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    writing_ = false;
+    if (!ok) {  // the call ended: this answer and those queued are not delivered
+      broken_ = true;
+      method_->undelivered_->fetch_add(1 + static_cast<int64_t>(answers_.size()),
+                                       std::memory_order_relaxed);
+      answers_.clear();
+    } else if (!answers_.empty()) {
+      WriteNext();
+      return;
+    }
+    MaybeFinish();
+  }
+
+  // Ends the call once nothing is left to answer (mutex_ held).
+  void MaybeFinish() {
+    if (finishing_ || !(read_done_ || ending_ || broken_)) return;
+    if (outstanding_ > 0 || writing_ || !answers_.empty()) return;
+    finishing_ = true;
+    // A read still waiting for a request completes (not ok) when the call ends.
+    const grpc::Status status =
+        read_done_ ? grpc::Status::OK
+                   : grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                  "the server is shutting down: this stream ends; requests it "
+                                  "sent that have no answer were not read");
+    stream_.Finish(status, &finished_);
+  }
+
+  void OnFinished(bool) {
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      finished_done_ = true;
+      if (reading_) return;  // its read completes next, and closes
+    }
+    Close();
+  }
+
+  // The last event: leaves the open streams and deletes this.
+  void Close() {
+    {
+      std::lock_guard<std::mutex> lock(method_->mutex_);
+      method_->open_.erase(this);
+    }
+    delete this;
+  }
+
+  Method* method_;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncReaderWriter<inference::ModelStreamInferResponse, inference::ModelInferRequest>
+      stream_;
+  Event started_{this, &InferStream::OnStarted};
+  Event read_{this, &InferStream::OnRead, &kStreamArrives};
+  Event written_{this, &InferStream::OnWritten};
+  Event finished_{this, &InferStream::OnFinished};
+  static constexpr char kStreamArrives = 0;
+
+  std::mutex mutex_;
+  std::unique_ptr<inference::ModelInferRequest> incoming_;   // the read in progress fills it
+  std::deque<inference::ModelStreamInferResponse> answers_;  // ready, not yet written
+  inference::ModelStreamInferResponse sending_;              // the write in progress
+  int64_t outstanding_ = 0;                                  // requests read and not yet answered
+  bool reading_ = false, writing_ = false;
+  bool read_done_ = false;  // the client closed its side (or the call ended)
+  bool ending_ = false;     // the server shuts down
+  bool broken_ = false;     // a write failed: the call ended
+  bool finishing_ = false, finished_done_ = false;
+};
+
+class InferenceService final : public inference::GRPCInferenceService::AsyncService,
+                               public StreamEnder {
+ public:
+  void EndStreams() override { streams_->EndAll(); }
+
   InferenceService(ServerCore* core, AsyncRpc& rpc, int64_t max_request_bytes)
       : core_(core), max_request_bytes_(max_request_bytes) {
+    auto streams = std::make_unique<InferStream::Method>(this, core, &rpc, max_request_bytes);
+    streams_ = streams.get();
+    rpc.AddMethod(std::move(streams));
     using S = inference::GRPCInferenceService::AsyncService;
     auto serve = [&](auto request, auto handler) {
       rpc.ServeUnary(this, request, std::bind_front(handler, this));
@@ -494,13 +763,17 @@ class InferenceService final : public inference::GRPCInferenceService::AsyncServ
 
   ServerCore* core_;
   const int64_t max_request_bytes_;
+  InferStream::Method* streams_;  // owned by the AsyncRpc
 };
 
 }  // namespace
 
 std::unique_ptr<grpc::Service> CreateInferenceService(serving::ServerCore* core, AsyncRpc& rpc,
-                                                      int64_t max_request_bytes) {
-  return std::make_unique<InferenceService>(core, rpc, max_request_bytes);
+                                                      int64_t max_request_bytes,
+                                                      StreamEnder** streams) {
+  auto service = std::make_unique<InferenceService>(core, rpc, max_request_bytes);
+  if (streams != nullptr) *streams = service.get();
+  return service;
 }
 
 }  // namespace convserve::api

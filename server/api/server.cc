@@ -100,6 +100,7 @@ struct Server::Impl {
   std::unique_ptr<serving::ServerCore> core;
   std::unique_ptr<grpc::Server> grpc_server;
   std::unique_ptr<grpc::Service> inference_service;
+  StreamEnder* inference_streams = nullptr;  // of inference_service
   std::unique_ptr<grpc::Service> convserve_service;
   std::unique_ptr<HealthService> health;
   std::unique_ptr<AsyncRpc> rpc;
@@ -187,8 +188,8 @@ absl::StatusOr<std::unique_ptr<Server>> Server::Start(const ServerOptions& optio
               {"sleep", static_cast<double>(waits->sleeps.load())}};
         });
   }
-  impl->inference_service =
-      CreateInferenceService(impl->core.get(), *impl->rpc, options.max_request_bytes);
+  impl->inference_service = CreateInferenceService(
+      impl->core.get(), *impl->rpc, options.max_request_bytes, &impl->inference_streams);
   impl->convserve_service = CreateConvServeService(impl->core.get(), *impl->rpc);
   impl->health = std::make_unique<HealthService>(
       *impl->rpc, std::vector<std::string>{"inference.GRPCInferenceService",
@@ -264,6 +265,8 @@ bool Server::Shutdown() {
   constexpr auto kMaxHold = std::chrono::seconds(2);
   constexpr auto kGoaway = std::chrono::milliseconds(50);
   impl_->health->Shutdown();  // ends Watch streams, which gRPC's shutdown would wait for
+  // Likewise ModelStreamInfer streams, once the requests they read are answered.
+  impl_->inference_streams->EndStreams();
   impl_->core->HoldRefusals();
   const size_t held =
       impl_->core->WaitForQuietRefusals(kQuiet, std::chrono::steady_clock::now() + kMaxHold);

@@ -537,6 +537,19 @@ TEST_F(ClientE2eTest, BenchReportsThroughputWithoutErrors) {
                           images.out),
               "");
   }
+  {
+    // On ModelStreamInfer streams: every request answered, none failed, the stream closed OK
+    // (a failed close counts as an error).
+    const RunResult streaming = Cli({"bench", kModel, "--duration", "1", "--concurrency", "3",
+                                     "--streaming", "--format", "json"},
+                                    60);
+    ASSERT_EQ(streaming.exit_code, 0) << Describe(streaming);
+    EXPECT_EQ(PythonCheck("import json,sys; d=json.load(open(sys.argv[1])); "
+                          "assert d[0][\"streaming\"] is True and d[0][\"requests\"] > 0 "
+                          "and not d[0][\"errors\"] and d[0][\"server\"][\"compute_ms\"] > 0",
+                          streaming.out),
+              "");
+  }
 }
 
 // GetLayerReport / CompareKernels on the bundled model: table columns, JSON and Chrome trace that

@@ -244,6 +244,30 @@ TEST(ProtoWireTest, ServiceHasEveryRpc) {
   }
 }
 
+// Triton's grpc_service.proto: ModelStreamInfer(stream ModelInferRequest) returns (stream
+// ModelStreamInferResponse), the answer holding error_message = 1, infer_response = 2.
+TEST(ProtoWireTest, ModelStreamInferIsTritons) {
+  const google::protobuf::ServiceDescriptor* service =
+      DescriptorPool::generated_pool()->FindServiceByName("inference.GRPCInferenceService");
+  ASSERT_NE(service, nullptr);
+  const google::protobuf::MethodDescriptor* method = service->FindMethodByName("ModelStreamInfer");
+  ASSERT_NE(method, nullptr);
+  EXPECT_EQ(method->input_type()->full_name(), "inference.ModelInferRequest");
+  EXPECT_EQ(method->output_type()->full_name(), "inference.ModelStreamInferResponse");
+  EXPECT_TRUE(method->client_streaming());
+  EXPECT_TRUE(method->server_streaming());
+  const google::protobuf::Descriptor* answer = method->output_type();
+  ASSERT_EQ(answer->field_count(), 2);
+  const google::protobuf::FieldDescriptor* error = answer->FindFieldByName("error_message");
+  ASSERT_NE(error, nullptr);
+  EXPECT_EQ(error->number(), 1);
+  EXPECT_EQ(error->type(), google::protobuf::FieldDescriptor::TYPE_STRING);
+  const google::protobuf::FieldDescriptor* response = answer->FindFieldByName("infer_response");
+  ASSERT_NE(response, nullptr);
+  EXPECT_EQ(response->number(), 2);
+  EXPECT_EQ(response->message_type()->full_name(), "inference.ModelInferResponse");
+}
+
 TEST(ProtoWireTest, ConvServeServiceExists) {
   const google::protobuf::ServiceDescriptor* service =
       convserve::v1::ModelStatisticsRequest::descriptor()->file()->FindServiceByName("ConvServe");

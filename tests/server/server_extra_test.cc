@@ -320,6 +320,20 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
     return FetchModelStatistics(*stub_, model);
   }
 
+  // Starts the server with model "linear" (the linear test model, max_batch_size 8, dynamic
+  // batching with `batching` inside its braces) and opens a ModelStreamInfer stream on `context`
+  // (deadline kWait unless `deadline` is false).
+  std::unique_ptr<
+      grpc::ClientReaderWriter<inference::ModelInferRequest, inference::ModelStreamInferResponse>>
+  StartLinearAndOpenStream(grpc::ClientContext& context, const std::string& batching = "",
+                           bool deadline = true) {
+    StartServerWithModel(
+        "linear", LinearModelConfig("linear", 8, "dynamic_batching { " + batching + " }"), 0.0f);
+    if (server_ == nullptr) return nullptr;
+    if (deadline) context.set_deadline(std::chrono::system_clock::now() + kWait);
+    return stub_->ModelStreamInfer(&context);
+  }
+
   std::filesystem::path root_;
   std::unique_ptr<api::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -500,13 +514,15 @@ TEST_F(ServerExtraTest, GrpcThreadSpinsForTheNextCallOnlyWhileComputeIsIdle) {
       << text;
   EXPECT_EQ(Sample(text, R"(convserve_grpc_waits_total{outcome="sleep"})"),
             static_cast<double>(now.sleeps));
-  // Every unary method has its series of undelivered answers, named service/method, 0 here (all
-  // were delivered): the 11 of GRPCInferenceService, the 3 of convserve.v1 (two statistics
-  // methods of alike-named types apart) and health's Check.
+  // Every unary method, and ModelStreamInfer, has its series of undelivered answers, named
+  // service/method, 0 here (all were delivered): the 11 unary methods of GRPCInferenceService and
+  // its ModelStreamInfer, the 3 of convserve.v1 (two statistics methods of alike-named types
+  // apart) and health's Check.
   const std::map<std::string, int64_t> undelivered = server_->undelivered_answers();
-  EXPECT_EQ(undelivered.size(), 15u);
+  EXPECT_EQ(undelivered.size(), 16u);
   for (const std::string method :
        {"inference.GRPCInferenceService/ServerLive", "inference.GRPCInferenceService/ModelInfer",
+        "inference.GRPCInferenceService/ModelStreamInfer",
         "inference.GRPCInferenceService/ModelStatistics",
         "inference.GRPCInferenceService/RepositoryModelUnload",
         "convserve.v1.ConvServe/GetModelStatistics", "convserve.v1.ConvServe/GetLayerReport",
@@ -1444,6 +1460,195 @@ TEST_F(ServerExtraTest, PollModeServesANewVersionWithoutFailures) {
   EXPECT_EQ(failures.load(), 0) << first_failure;
   EXPECT_GT(v1.load(), 0);
   EXPECT_GE(v2.load(), 5);
+}
+
+// --- ModelStreamInfer (Triton's streaming API) ---
+
+using InferStream =
+    grpc::ClientReaderWriter<inference::ModelInferRequest, inference::ModelStreamInferResponse>;
+
+// Whether `answer` is a success holding the linear test model's logits (bias 0) for
+// PatternFloats(label), with id `id`.
+::testing::AssertionResult StreamAnswerHolds(const inference::ModelStreamInferResponse& answer,
+                                             const std::string& id, int label) {
+  if (!answer.error_message().empty()) {
+    return ::testing::AssertionFailure() << "error answer: " << answer.error_message();
+  }
+  const inference::ModelInferResponse& response = answer.infer_response();
+  if (response.id() != id) {
+    return ::testing::AssertionFailure() << "id '" << response.id() << "', not '" << id << "'";
+  }
+  if (response.raw_output_contents_size() != 1 ||
+      response.raw_output_contents(0).size() != 10 * sizeof(float)) {
+    return ::testing::AssertionFailure() << "not one raw output of 10 floats";
+  }
+  const std::vector<float> pixels = PatternFloats(label);
+  const auto expected = LinearLogits(pixels.data(), 0.0f);
+  for (int k = 0; k < 10; ++k) {
+    float value;
+    std::memcpy(&value, response.raw_output_contents(0).data() + k * sizeof(float), sizeof(float));
+    if (std::abs(value - expected[k]) > 1e-4f) {
+      return ::testing::AssertionFailure()
+             << "id " << id << ", class " << k << ": " << value << " instead of " << expected[k];
+    }
+  }
+  return ::testing::AssertionSuccess();
+}
+
+inference::ModelInferRequest StreamRequest(const std::string& model, int label,
+                                           const std::string& id) {
+  inference::ModelInferRequest request = PatternRequest(model, {label});
+  request.set_id(id);
+  return request;
+}
+
+// Twenty requests written at once on one stream: each gets one answer, with its id and the
+// oracle's logits; the client closes its side and the stream ends OK. Counted like ModelInfer.
+TEST_F(ServerExtraTest, ModelStreamInferAnswersEveryRequestWithItsIdThenEndsOk) {
+  grpc::ClientContext context;
+  std::unique_ptr<InferStream> stream = StartLinearAndOpenStream(context);
+  ASSERT_NE(stream, nullptr);
+  constexpr int kRequests = 20;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(stream->Write(StreamRequest("linear", i % 10, absl::StrCat("r", i))));
+  }
+  std::map<std::string, int> answered;
+  inference::ModelStreamInferResponse answer;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(stream->Read(&answer)) << "stream ended after " << i << " answers";
+    const std::string id = answer.infer_response().id();
+    ASSERT_EQ(id.rfind('r', 0), 0u) << id;
+    EXPECT_TRUE(StreamAnswerHolds(answer, id, std::stoi(id.substr(1)) % 10));
+    ++answered[id];
+  }
+  EXPECT_EQ(answered.size(), static_cast<size_t>(kRequests));
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_FALSE(stream->Read(&answer)) << "an answer nobody asked for";
+  const grpc::Status status = stream->Finish();
+  EXPECT_TRUE(status.ok()) << status.error_code() << " " << status.error_message();
+  const inference::ModelStatistics stats = Stats("linear");
+  EXPECT_EQ(stats.inference_count(), static_cast<uint64_t>(kRequests));
+  EXPECT_EQ(stats.inference_stats().success().count(), static_cast<uint64_t>(kRequests));
+  EXPECT_EQ(server_->undelivered_answers().at("inference.GRPCInferenceService/ModelStreamInfer"),
+            0);
+}
+
+// A bad request on a stream gets an answer with error_message (naming the model and what is
+// wrong), its id and model, and its gRPC code in the grpc_status_code parameter; the stream goes
+// on, and a good request after it succeeds.
+TEST_F(ServerExtraTest, ModelStreamInferErrorIsAnAnswerAndTheStreamGoesOn) {
+  grpc::ClientContext context;
+  std::unique_ptr<InferStream> stream = StartLinearAndOpenStream(context);
+  ASSERT_NE(stream, nullptr);
+  inference::ModelStreamInferResponse answer;
+  const auto expect_error = [&](const inference::ModelInferRequest& request, int64_t code,
+                                const std::vector<std::string>& words) {
+    ASSERT_TRUE(stream->Write(request));
+    ASSERT_TRUE(stream->Read(&answer));
+    EXPECT_EQ(answer.infer_response().id(), request.id());
+    EXPECT_EQ(answer.infer_response().model_name(), request.model_name());
+    EXPECT_EQ(answer.infer_response().outputs_size(), 0);
+    const auto& parameters = answer.infer_response().parameters();
+    ASSERT_EQ(parameters.count("grpc_status_code"), 1u) << answer.ShortDebugString();
+    EXPECT_EQ(parameters.at("grpc_status_code").int64_param(), code);
+    for (const std::string& word : words) {
+      EXPECT_THAT(answer.error_message(), HasSubstr(word));
+    }
+  };
+  expect_error(StreamRequest("nosuch", 1, "unknown"), grpc::StatusCode::NOT_FOUND, {"'nosuch'"});
+  inference::ModelInferRequest wrong_shape = StreamRequest("linear", 1, "shape");
+  wrong_shape.mutable_inputs(0)->set_shape(2, 27);  // [1, 1, 27, 28]
+  expect_error(wrong_shape, grpc::StatusCode::INVALID_ARGUMENT, {"'linear'", "'input'", "27"});
+  ASSERT_TRUE(stream->Write(StreamRequest("linear", 7, "good")));
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_TRUE(StreamAnswerHolds(answer, "good", 7));
+  ASSERT_TRUE(stream->WritesDone());
+  EXPECT_TRUE(stream->Finish().ok());
+  const inference::ModelStatistics stats = Stats("linear");
+  EXPECT_EQ(stats.inference_stats().fail().count(), 1u);
+  EXPECT_EQ(stats.inference_stats().success().count(), 1u);
+}
+
+// Streams at once, each with one request in flight at a time: every answer is its own request's.
+TEST_F(ServerExtraTest, ConcurrentModelStreamInferStreamsEachGetTheirOwnAnswers) {
+  grpc::ClientContext first_context;
+  std::unique_ptr<InferStream> first =
+      StartLinearAndOpenStream(first_context, "max_queue_delay_microseconds: 2000");
+  ASSERT_NE(first, nullptr);
+  first->WritesDone();
+  ASSERT_TRUE(first->Finish().ok());
+  constexpr int kStreams = 6, kEach = 25;
+  std::vector<std::thread> clients;
+  std::atomic<int> good{0};
+  for (int c = 0; c < kStreams; ++c) {
+    clients.emplace_back([&, c] {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + kWait);
+      std::unique_ptr<InferStream> stream = stub_->ModelStreamInfer(&context);
+      inference::ModelStreamInferResponse answer;
+      for (int i = 0; i < kEach; ++i) {
+        const int label = (c + i) % 10;
+        const std::string id = absl::StrCat("s", c, "-", i);
+        if (!stream->Write(StreamRequest("linear", label, id)) || !stream->Read(&answer)) break;
+        EXPECT_TRUE(StreamAnswerHolds(answer, id, label));
+        good.fetch_add(1);
+      }
+      stream->WritesDone();
+      EXPECT_TRUE(stream->Finish().ok());
+    });
+  }
+  for (auto& client : clients) client.join();
+  EXPECT_EQ(good.load(), kStreams * kEach);
+  EXPECT_EQ(Stats("linear").inference_count(), static_cast<uint64_t>(kStreams * kEach));
+}
+
+// At shutdown a stream's request in flight is answered, then the stream ends with UNAVAILABLE
+// (the client keeps it open), and the server stops without waiting for the client.
+TEST_F(ServerExtraTest, ModelStreamInferAtShutdownAnswersWhatItReadThenEndsUnavailable) {
+  grpc::ClientContext context;
+  std::unique_ptr<InferStream> stream = StartLinearAndOpenStream(context);
+  ASSERT_NE(stream, nullptr);
+  inference::ModelStreamInferResponse answer;
+  ASSERT_TRUE(stream->Write(StreamRequest("linear", 3, "before")));
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_TRUE(StreamAnswerHolds(answer, "before", 3));
+
+  BudgetHold hold(server_->core().thread_budget());
+  ASSERT_TRUE(stream->Write(StreamRequest("linear", 4, "in-flight")));
+  ASSERT_TRUE(PollUntil([&] { return server_->core().in_flight() == 1; }));
+  auto shutdown = std::async(std::launch::async, [this] { return server_->Shutdown(); });
+  // Shutdown waits for the request in flight.
+  ASSERT_TRUE(PollUntil([&] { return HealthStatus(channel_) != 1; }));
+  EXPECT_EQ(shutdown.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
+  hold.Release();
+  ASSERT_TRUE(stream->Read(&answer));
+  EXPECT_TRUE(StreamAnswerHolds(answer, "in-flight", 4));
+  EXPECT_FALSE(stream->Read(&answer));
+  const grpc::Status status = stream->Finish();
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::UNAVAILABLE) << status.error_message();
+  EXPECT_THAT(status.error_message(), HasSubstr("shutting down"));
+  ASSERT_EQ(shutdown.wait_for(kWait), std::future_status::ready) << "shutdown hangs";
+  EXPECT_TRUE(shutdown.get());
+}
+
+// The answer to a request whose stream the client cancelled is not lost silently: it is counted
+// as undelivered for ModelStreamInfer.
+TEST_F(ServerExtraTest, ModelStreamInferAnswerToACancelledStreamIsCountedUndelivered) {
+  const std::string method = "inference.GRPCInferenceService/ModelStreamInfer";
+  {
+    grpc::ClientContext context;
+    std::unique_ptr<InferStream> stream = StartLinearAndOpenStream(context, "", false);
+    ASSERT_NE(stream, nullptr);
+    ASSERT_EQ(server_->undelivered_answers().at(method), 0);
+    BudgetHold hold(server_->core().thread_budget());
+    ASSERT_TRUE(stream->Write(StreamRequest("linear", 5, "cancelled")));
+    ASSERT_TRUE(PollUntil([&] { return server_->core().in_flight() == 1; }));
+    context.TryCancel();
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  }
+  ASSERT_TRUE(PollUntil([&] { return server_->undelivered_answers().at(method) == 1; }))
+      << server_->undelivered_answers().at(method);
+  EXPECT_EQ(Stats("linear").inference_stats().success().count(), 1u);
 }
 
 }  // namespace
