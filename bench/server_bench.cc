@@ -689,7 +689,8 @@ std::vector<double> DriveStreams(
   };
   for (int c = 0; c < concurrency; ++c) {
     auto stream = std::make_unique<Stream>();
-    stream->context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(60));
+    stream->context.set_deadline(std::chrono::system_clock::now() +
+                                 std::chrono::seconds(60 + static_cast<int64_t>(seconds)));
     stream->rw = stub.AsyncModelStreamInfer(&stream->context, &queue, &stream->started);
     streams.push_back(std::move(stream));
     ++open;

@@ -325,7 +325,13 @@ namespace {
 
 class GrpcInferStream final : public Client::InferStream {
  public:
-  GrpcInferStream(Client::Impl* impl, Target* target) : impl_(impl), target_(target) {
+  GrpcInferStream(Client::Impl* impl, Target* target, double seconds)
+      : impl_(impl), target_(target) {
+    if (impl_->timeout_s > 0) {
+      context_.set_deadline(
+          std::chrono::system_clock::now() +
+          std::chrono::microseconds(static_cast<int64_t>((seconds + impl_->timeout_s) * 1e6)));
+    }
     stream_ = target_->inference->ModelStreamInfer(&context_);
   }
   ~GrpcInferStream() override {
@@ -389,8 +395,9 @@ class GrpcInferStream final : public Client::InferStream {
 
 }  // namespace
 
-std::unique_ptr<Client::InferStream> Client::OpenInferStream() {
-  return std::make_unique<GrpcInferStream>(impl_.get(), impl_->targets[impl_->Next()].get());
+std::unique_ptr<Client::InferStream> Client::OpenInferStream(double seconds) {
+  return std::make_unique<GrpcInferStream>(impl_.get(), impl_->targets[impl_->Next()].get(),
+                                           seconds);
 }
 
 absl::StatusOr<inference::ModelStatisticsResponse> Client::ModelStatisticsOf(

@@ -79,7 +79,8 @@ class Client {
                          inference::ModelInferResponse* response, size_t* target_index = nullptr);
 
   // One ModelStreamInfer stream (Triton's streaming inference) on the next target in rotation,
-  // with no deadline. Not thread-safe: one user at a time.
+  // ending at the latest `seconds` plus --timeout from now (no deadline when --timeout is <= 0).
+  // Not thread-safe: one user at a time.
   class InferStream {
    public:
     virtual ~InferStream() = default;
@@ -94,7 +95,7 @@ class Client {
     // Whether the stream itself ended (failed, or closed).
     virtual bool ended() const = 0;
   };
-  std::unique_ptr<InferStream> OpenInferStream();
+  std::unique_ptr<InferStream> OpenInferStream(double seconds);
 
   // ModelStatistics of one target (bench sums them over all targets).
   absl::StatusOr<inference::ModelStatisticsResponse> ModelStatisticsOf(size_t target,

@@ -19,6 +19,7 @@
 #include "server/common/status.h"
 #include "server/repository/model_config.h"
 #include "server/serving/server_core.h"
+#include "spdlog/spdlog.h"
 
 namespace convserve::api {
 namespace {
@@ -390,15 +391,23 @@ class InferStream {
     std::lock_guard<std::mutex> method_lock(method_->mutex_);
     std::lock_guard<std::mutex> lock(mutex_);
     method_->open_.insert(this);
+    deadline_ = SteadyDeadline(&context_);
     ending_ = method_->ending_;
     if (ending_) {
       MaybeFinish();
     } else {
-      PostRead();
+      MaybeRead();
     }
   }
 
-  void PostRead() {  // mutex_ held
+  // Waits for the next request, unless the stream stops reading or holds kMaxUnanswered requests
+  // without a delivered answer (then the client's writes wait in HTTP/2's flow control until an
+  // answer is written). mutex_ held.
+  void MaybeRead() {
+    if (reading_ || read_done_ || ending_ || broken_ || finishing_) return;
+    const int64_t unanswered =
+        outstanding_ + static_cast<int64_t>(answers_.size()) + (writing_ ? 1 : 0);
+    if (unanswered >= kMaxUnanswered) return;
     reading_ = true;
     incoming_ = std::make_unique<inference::ModelInferRequest>();
     stream_.Read(incoming_.get(), &read_);
@@ -421,6 +430,10 @@ class InferStream {
       }
       if (finishing_) {  // came before the finish it raced with: the stream cannot answer it
         method_->undelivered_->fetch_add(1, std::memory_order_relaxed);
+        spdlog::warn(
+            "ModelStreamInfer: a request to model '{}' (id '{}') arrived as its stream ended; "
+            "it was not computed and gets no answer",
+            incoming_->model_name(), incoming_->id());
         incoming_.reset();
         if (finished_done_) {
           lock.unlock();
@@ -431,7 +444,7 @@ class InferStream {
       request = std::move(incoming_);
       ++outstanding_;
       // Read the next request now: it may already be here, and then it joins this one's batch.
-      if (!ending_ && !finishing_) PostRead();
+      MaybeRead();
     }
     Handle(std::move(request));
   }
@@ -478,9 +491,11 @@ class InferStream {
   void Answer(inference::ModelStreamInferResponse answer) {
     std::lock_guard<std::mutex> lock(mutex_);
     --outstanding_;
-    if (broken_) {
+    // The call ended, or its deadline passed (the client gave up): no write can deliver it.
+    if (broken_ || std::chrono::steady_clock::now() >= deadline_) {
       method_->undelivered_->fetch_add(1, std::memory_order_relaxed);
       MaybeFinish();
+      MaybeRead();
       return;
     }
     answers_.push_back(std::move(answer));
@@ -504,9 +519,9 @@ class InferStream {
       answers_.clear();
     } else if (!answers_.empty()) {
       WriteNext();
-      return;
     }
     MaybeFinish();
+    MaybeRead();
   }
 
   // Ends the call once nothing is left to answer (mutex_ held).
@@ -517,9 +532,10 @@ class InferStream {
     // A read still waiting for a request completes (not ok) when the call ends.
     const grpc::Status status =
         read_done_ ? grpc::Status::OK
-                   : grpc::Status(grpc::StatusCode::UNAVAILABLE,
-                                  "the server is shutting down: this stream ends; requests it "
-                                  "sent that have no answer were not read");
+        : ending_  ? grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                                  "the server is shutting down: this stream ends after answering "
+                                   "every request it read; requests sent after those were not read")
+                   : grpc::Status(grpc::StatusCode::CANCELLED, "the stream's call ended");
     stream_.Finish(status, &finished_);
   }
 
@@ -550,11 +566,14 @@ class InferStream {
   Event written_{this, &InferStream::OnWritten};
   Event finished_{this, &InferStream::OnFinished};
   static constexpr char kStreamArrives = 0;
+  // Requests a stream may hold unanswered (computing, or answered but not yet written).
+  static constexpr int64_t kMaxUnanswered = 64;
 
   std::mutex mutex_;
   std::unique_ptr<inference::ModelInferRequest> incoming_;   // the read in progress fills it
   std::deque<inference::ModelStreamInferResponse> answers_;  // ready, not yet written
   inference::ModelStreamInferResponse sending_;              // the write in progress
+  std::chrono::steady_clock::time_point deadline_;           // of the call
   int64_t outstanding_ = 0;                                  // requests read and not yet answered
   bool reading_ = false, writing_ = false;
   bool read_done_ = false;  // the client closed its side (or the call ended)

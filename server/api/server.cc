@@ -247,6 +247,8 @@ bool Server::Shutdown() {
   impl_->shut_down = true;
   impl_->health->SetServing(false);
   impl_->core->BeginShutdown();
+  // ModelStreamInfer streams stop reading; each ends once the requests it read are answered.
+  impl_->inference_streams->EndStreams();
   const auto deadline =
       std::chrono::steady_clock::now() + std::chrono::seconds(impl_->options.exit_timeout_secs);
   impl_->drained = impl_->core->WaitForInFlight(deadline);
@@ -265,8 +267,6 @@ bool Server::Shutdown() {
   constexpr auto kMaxHold = std::chrono::seconds(2);
   constexpr auto kGoaway = std::chrono::milliseconds(50);
   impl_->health->Shutdown();  // ends Watch streams, which gRPC's shutdown would wait for
-  // Likewise ModelStreamInfer streams, once the requests they read are answered.
-  impl_->inference_streams->EndStreams();
   impl_->core->HoldRefusals();
   const size_t held =
       impl_->core->WaitForQuietRefusals(kQuiet, std::chrono::steady_clock::now() + kMaxHold);

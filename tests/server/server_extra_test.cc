@@ -23,6 +23,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <sstream>
 #include <thread>
 
@@ -1631,25 +1632,68 @@ TEST_F(ServerExtraTest, ModelStreamInferAtShutdownAnswersWhatItReadThenEndsUnava
   EXPECT_TRUE(shutdown.get());
 }
 
-// The answer to a request whose stream the client cancelled is not lost silently: it is counted
-// as undelivered for ModelStreamInfer.
-TEST_F(ServerExtraTest, ModelStreamInferAnswerToACancelledStreamIsCountedUndelivered) {
+// The answer to a request whose stream's deadline passed while it waited for the compute threads
+// is not lost silently: the stream can no longer deliver it, and counts it as undelivered for
+// ModelStreamInfer (the request itself counts once in the model's statistics).
+TEST_F(ServerExtraTest, ModelStreamInferAnswerAfterTheDeadlineIsCountedUndelivered) {
   const std::string method = "inference.GRPCInferenceService/ModelStreamInfer";
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  std::unique_ptr<InferStream> stream = StartLinearAndOpenStream(context, "", false);
+  ASSERT_NE(stream, nullptr);
+  // The server's deadline is at most the client's plus gRPC's slack (see
+  // DeadlinePassedWhileQueuedIsNotComputed).
+  const Steady::time_point server_deadline_bound =
+      Steady::now() + std::chrono::seconds(1) + std::chrono::milliseconds(200);
+  ASSERT_EQ(server_->undelivered_answers().at(method), 0);
   {
-    grpc::ClientContext context;
-    std::unique_ptr<InferStream> stream = StartLinearAndOpenStream(context, "", false);
-    ASSERT_NE(stream, nullptr);
-    ASSERT_EQ(server_->undelivered_answers().at(method), 0);
     BudgetHold hold(server_->core().thread_budget());
-    ASSERT_TRUE(stream->Write(StreamRequest("linear", 5, "cancelled")));
+    ASSERT_TRUE(stream->Write(StreamRequest("linear", 5, "late")));
     ASSERT_TRUE(PollUntil([&] { return server_->core().in_flight() == 1; }));
-    context.TryCancel();
-    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    EXPECT_EQ(stream->Finish().error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+    while (Steady::now() <= server_deadline_bound) std::this_thread::yield();
   }
   ASSERT_TRUE(PollUntil([&] { return server_->undelivered_answers().at(method) == 1; }))
       << server_->undelivered_answers().at(method);
-  EXPECT_EQ(Stats("linear").inference_stats().success().count(), 1u);
+  const inference::ModelStatistics stats = Stats("linear");
+  EXPECT_EQ(stats.inference_stats().success().count() + stats.inference_stats().fail().count(), 1u);
 }
 
+// A client that writes faster than the server answers: a stream holds at most 64 requests
+// unanswered (then it stops reading, and the client's writes wait in HTTP/2 flow control), and
+// every request is answered once the server computes again.
+TEST_F(ServerExtraTest, ModelStreamInferHoldsAtMost64UnansweredRequests) {
+  grpc::ClientContext context;
+  std::unique_ptr<InferStream> stream = StartLinearAndOpenStream(context);
+  ASSERT_NE(stream, nullptr);
+  constexpr int kRequests = 150;
+  std::future<bool> writer;
+  {
+    BudgetHold hold(server_->core().thread_budget());
+    writer = std::async(std::launch::async, [&] {
+      for (int i = 0; i < kRequests; ++i) {
+        if (!stream->Write(StreamRequest("linear", i % 10, absl::StrCat("w", i)))) return false;
+      }
+      return stream->WritesDone();
+    });
+    ASSERT_TRUE(PollUntil([&] { return server_->core().in_flight() >= 64; }));
+    // The stream stopped reading: nothing more reaches the core while the compute is held.
+    const Steady::time_point until = Steady::now() + std::chrono::milliseconds(300);
+    int64_t most = 0;
+    while (Steady::now() < until) most = std::max(most, server_->core().in_flight());
+    EXPECT_EQ(most, 64);
+  }
+  std::set<std::string> answered;
+  inference::ModelStreamInferResponse answer;
+  for (int i = 0; i < kRequests; ++i) {
+    ASSERT_TRUE(stream->Read(&answer)) << "stream ended after " << i << " answers";
+    const std::string id = answer.infer_response().id();
+    EXPECT_TRUE(StreamAnswerHolds(answer, id, std::stoi(id.substr(1)) % 10));
+    answered.insert(id);
+  }
+  EXPECT_TRUE(writer.get());
+  EXPECT_EQ(answered.size(), static_cast<size_t>(kRequests));
+  EXPECT_TRUE(stream->Finish().ok());
+}
 }  // namespace
 }  // namespace convserve::testing
