@@ -1,7 +1,8 @@
 // convserve-null-server: a do-nothing gRPC server speaking convserve's inference protocol, the
 // peer that convserve-server-bench measures beside convserve-server. It answers ModelInfer with
 // an output of the size the real model returns (zeros: nothing is decoded, validated, queued or
-// computed), and ServerReady/ModelReady with true. It uses gRPC's asynchronous API with one
+// computed), on ModelInfer calls and on ModelStreamInfer streams, and ServerReady/ModelReady with
+// true. It uses gRPC's asynchronous API with one
 // completion-queue thread, the least work a gRPC C++ server can do per call, so that its latency
 // and CPU per call are the floor that any server of this protocol pays on the machine.
 //
@@ -86,6 +87,79 @@ class UnaryHandler final : public Handler {
   bool answered_ = false;
 };
 
+// One ModelStreamInfer call: reads a request, writes its answer (an error as error_message), and
+// so on until the client closes its side; one operation at a time (one request in flight per
+// stream, as the bench sends them).
+class StreamHandler final : public Handler {
+ public:
+  using AnswerFn = std::function<grpc::Status(const inference::ModelInferRequest&,
+                                              inference::ModelInferResponse&)>;
+
+  static void Start(Service* service, grpc::ServerCompletionQueue* queue, AnswerFn answer) {
+    auto* handler = new StreamHandler(service, queue, std::move(answer));
+    service->RequestModelStreamInfer(&handler->context_, &handler->stream_, queue, queue, handler);
+  }
+
+  void Proceed(bool ok) override {
+    switch (state_) {
+      case State::kStarting:
+        if (!ok) {
+          delete this;
+          return;
+        }
+        Start(service_, queue_, answer_);
+        Read();
+        return;
+      case State::kReading:
+        if (!ok) {  // the client closed its side
+          state_ = State::kFinishing;
+          stream_.Finish(grpc::Status::OK, this);
+          return;
+        }
+        answer_message_.Clear();
+        if (const grpc::Status status =
+                answer_(request_, *answer_message_.mutable_infer_response());
+            !status.ok()) {
+          answer_message_.set_error_message(status.error_message());
+        }
+        state_ = State::kWriting;
+        stream_.Write(answer_message_, this);
+        return;
+      case State::kWriting:
+        if (!ok) {
+          state_ = State::kFinishing;
+          stream_.Finish(grpc::Status(grpc::StatusCode::CANCELLED, "write failed"), this);
+          return;
+        }
+        Read();
+        return;
+      case State::kFinishing:
+        delete this;
+        return;
+    }
+  }
+
+ private:
+  enum class State { kStarting, kReading, kWriting, kFinishing };
+  StreamHandler(Service* service, grpc::ServerCompletionQueue* queue, AnswerFn answer)
+      : service_(service), queue_(queue), answer_(std::move(answer)) {}
+  void Read() {
+    state_ = State::kReading;
+    request_.Clear();
+    stream_.Read(&request_, this);
+  }
+
+  Service* service_;
+  grpc::ServerCompletionQueue* queue_;
+  AnswerFn answer_;
+  grpc::ServerContext context_;
+  grpc::ServerAsyncReaderWriter<inference::ModelStreamInferResponse, inference::ModelInferRequest>
+      stream_{&context_};
+  inference::ModelInferRequest request_;
+  inference::ModelStreamInferResponse answer_message_;
+  State state_ = State::kStarting;
+};
+
 // The largest batch a request may ask for (its answer is allocated here).
 constexpr int64_t kMaxImages = 4096;
 
@@ -149,41 +223,41 @@ int main(int argc, char** argv) {
 
   using inference::ModelInferRequest;
   using inference::ModelInferResponse;
-  UnaryHandler<ModelInferRequest, ModelInferResponse>::Start(
-      &service, queue.get(), &Service::RequestModelInfer,
-      [&](const ModelInferRequest& request, ModelInferResponse& response) {
-        auto it = output_bytes.find(request.model_name());
-        if (it == output_bytes.end()) {
-          return grpc::Status(grpc::StatusCode::NOT_FOUND,
-                              "unknown model '" + request.model_name() + "'");
-        }
-        const int64_t per_image = it->second;
-        const int64_t images = request.inputs_size() > 0 && request.inputs(0).shape_size() > 0
-                                   ? request.inputs(0).shape(0)
-                                   : 1;
-        if (images < 1 || images > kMaxImages) {
-          return grpc::Status(
-              grpc::StatusCode::INVALID_ARGUMENT,
-              absl::StrCat("batch of ", images, " images: expected 1..", kMaxImages));
-        }
-        if (auto busy = request.parameters().find("busy_us"); busy != request.parameters().end()) {
-          const auto until = std::chrono::steady_clock::now() +
-                             std::chrono::microseconds(busy->second.int64_param());
-          while (std::chrono::steady_clock::now() < until) {
-          }
-        }
-        response.set_model_name(request.model_name());
-        response.set_model_version("1");
-        response.set_id(request.id());
-        auto* output = response.add_outputs();
-        output->set_name("output");
-        output->set_datatype("FP32");
-        output->add_shape(images);
-        output->add_shape(per_image / 4);
-        response.add_raw_output_contents(
-            std::string(static_cast<size_t>(images * per_image), '\0'));
-        return grpc::Status::OK;
-      });
+  const auto infer = [&](const ModelInferRequest& request, ModelInferResponse& response) {
+    auto it = output_bytes.find(request.model_name());
+    if (it == output_bytes.end()) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND,
+                          "unknown model '" + request.model_name() + "'");
+    }
+    const int64_t per_image = it->second;
+    const int64_t images = request.inputs_size() > 0 && request.inputs(0).shape_size() > 0
+                               ? request.inputs(0).shape(0)
+                               : 1;
+    if (images < 1 || images > kMaxImages) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          absl::StrCat("batch of ", images, " images: expected 1..", kMaxImages));
+    }
+    if (auto busy = request.parameters().find("busy_us"); busy != request.parameters().end()) {
+      const auto until =
+          std::chrono::steady_clock::now() + std::chrono::microseconds(busy->second.int64_param());
+      while (std::chrono::steady_clock::now() < until) {
+      }
+    }
+    response.set_model_name(request.model_name());
+    response.set_model_version("1");
+    response.set_id(request.id());
+    auto* output = response.add_outputs();
+    output->set_name("output");
+    output->set_datatype("FP32");
+    output->add_shape(images);
+    output->add_shape(per_image / 4);
+    response.add_raw_output_contents(std::string(static_cast<size_t>(images * per_image), '\0'));
+    return grpc::Status::OK;
+  };
+  UnaryHandler<ModelInferRequest, ModelInferResponse>::Start(&service, queue.get(),
+                                                             &Service::RequestModelInfer, infer);
+  // Several streams may open at once: each waiting call takes one.
+  for (int i = 0; i < 16; ++i) StreamHandler::Start(&service, queue.get(), infer);
   UnaryHandler<inference::ServerReadyRequest, inference::ServerReadyResponse>::Start(
       &service, queue.get(), &Service::RequestServerReady, [](const auto&, auto& response) {
         response.set_ready(true);

@@ -922,6 +922,8 @@ struct Row {
   std::vector<Phase> poll_c1, null_poll_c1, null_busy_poll_c1;
   // FP32 on ModelStreamInfer streams (one per request in flight), concurrency 1 and 8.
   std::vector<Phase> stream_c1, stream_c8;
+  // The same against the do-nothing server.
+  std::vector<Phase> null_stream_c1, null_stream_c8;
 };
 
 std::vector<double> Collect(size_t n, const std::function<double(size_t)>& at) {
@@ -1212,6 +1214,10 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
         out << ",\n        \"stream_server_c1\": " << PhaseJson(row.stream_c1[i])
             << ",\n        \"stream_server_c8\": " << PhaseJson(row.stream_c8[i]);
       }
+      if (i < row.null_stream_c1.size() && i < row.null_stream_c8.size()) {
+        out << ",\n        \"stream_null_server_c1\": " << PhaseJson(row.null_stream_c1[i])
+            << ",\n        \"stream_null_server_c8\": " << PhaseJson(row.null_stream_c8[i]);
+      }
       if (i < row.batch_c8.size()) {
         out << ",\n        \"server_c8_" << kClientBatch
             << "_images_per_request\": " << PhaseJson(row.batch_c8[i]);
@@ -1225,6 +1231,35 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
     out << "]}";
   }
   out << "\n  ]\n}\n";
+}
+
+// The do-nothing server on ModelStreamInfer streams: its concurrency-1 p50 and concurrency-8
+// images/s (with their ratio to the engine's best, per round), medians; "-" when not measured.
+struct NullStream {
+  Spread c1_p50, ips, ratio;
+};
+NullStream SummarizeNullStream(const Row& row) {
+  NullStream n;
+  const size_t rounds =
+      std::min({row.engine.size(), row.null_stream_c1.size(), row.null_stream_c8.size()});
+  if (rounds == 0) return n;
+  n.c1_p50 =
+      SpreadOf(Collect(rounds, [&](size_t i) { return row.null_stream_c1[i].p50_us; }), true);
+  n.ips = SpreadOf(Collect(rounds, [&](size_t i) { return row.null_stream_c8[i].images_per_s; }),
+                   false);
+  n.ratio = SpreadOf(Collect(rounds,
+                             [&](size_t i) {
+                               return row.null_stream_c8[i].images_per_s /
+                                      row.engine[i].best_images_per_s;
+                             }),
+                     false);
+  return n;
+}
+std::string NullStreamCell(const Row& row) {
+  const NullStream n = SummarizeNullStream(row);
+  if (std::isnan(n.ips.median)) return "-";
+  return absl::StrCat(Fixed(n.c1_p50.median, 0), " / ", Fixed(n.ips.median, 0), " (",
+                      Fixed(n.ratio.median * 100, 0), "%)");
 }
 
 void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::string& path) {
@@ -1351,6 +1386,16 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
           << "%: " << TargetWord(t.ratio.median >= kThroughputTarget) << "), batches of "
           << Fixed(t.avg_batch.median, 1) << ", client+server CPU " << Fixed(CpuUsPerImage(t), 0)
           << " us per image against " << Fixed(CpuUsPerImage(s), 0) << " us with ModelInfer calls.";
+      const NullStream n = SummarizeNullStream(row);
+      if (!std::isnan(n.ratio.median)) {
+        out << " The do-nothing server on the same streams answers " << Fixed(n.ips.median, 0)
+            << " one-image requests/s, " << Fixed(n.ratio.median * 100, 0)
+            << "% of the engine's best"
+            << (n.ratio.median < kThroughputTarget
+                    ? ": with one image per request, streams or not, no server of this protocol "
+                      "reaches the throughput target on this machine."
+                    : ".");
+      }
     }
     if (!row.batch_c8.empty()) {
       const Summary b = Summarize(row, row.c1, row.batch_c8);
@@ -1527,8 +1572,10 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
          "p99 us | p50 target | ModelInfer c"
       << kThroughputConcurrency << " ratio | stream c" << kThroughputConcurrency
       << " img/s | stream ratio | ratio target | batch formed | client us/req ModelInfer / "
-         "stream | server us/req ModelInfer / stream |\n"
-      << "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|\n";
+         "stream | server us/req ModelInfer / stream | do-nothing server on streams: c1 p50 us / "
+         "c"
+      << kThroughputConcurrency << " img/s (% of engine best) |\n"
+      << "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|\n";
   for (const Row& row : rows) {
     if (row.stream_c1.empty() || row.stream_c8.empty()) continue;
     const Summary u = Summarize(row, row.c1, row.c8);
@@ -1540,7 +1587,8 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << Fixed(t.ratio.median * 100, 0) << "% (" << Fixed(t.ratio.best * 100, 0) << "%) | "
         << TargetWord(t.ratio.median >= kThroughputTarget) << " | " << Cell(t.avg_batch, 2) << " | "
         << Fixed(u.client_us.median, 0) << " / " << Fixed(t.client_us.median, 0) << " | "
-        << Fixed(u.server_us.median, 0) << " / " << Fixed(t.server_us.median, 0) << " |\n";
+        << Fixed(u.server_us.median, 0) << " / " << Fixed(t.server_us.median, 0) << " | "
+        << NullStreamCell(row) << " |\n";
   }
 
   out << "\n## Where the CPU goes at concurrency " << kThroughputConcurrency << " (FP32)\n\n"
@@ -1855,6 +1903,13 @@ int main(int argc, char** argv) {
         row.null_c8.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
                                        fp32_requests[row.model], 1, kThroughputConcurrency,
                                        options.seconds, output_bytes, Peer::kNull));
+        row.null_stream_c1.push_back(RunPhase(
+            *null_stub, null_server.pid(), row.model, fp32_requests[row.model], 1, 1,
+            options.seconds, output_bytes, Peer::kNull, ClientWait::kSleep, Transport::kStream));
+        row.null_stream_c8.push_back(RunPhase(*null_stub, null_server.pid(), row.model,
+                                              fp32_requests[row.model], 1, kThroughputConcurrency,
+                                              options.seconds, output_bytes, Peer::kNull,
+                                              ClientWait::kSleep, Transport::kStream));
         if (!batched_requests[row.model].empty()) {
           row.null_batch_c8.push_back(RunPhase(
               *null_stub, null_server.pid(), row.model, batched_requests[row.model], kClientBatch,
