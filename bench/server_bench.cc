@@ -922,8 +922,9 @@ struct Row {
   std::vector<Phase> poll_c1, null_poll_c1, null_busy_poll_c1;
   // FP32 on ModelStreamInfer streams (one per request in flight), concurrency 1 and 8.
   std::vector<Phase> stream_c1, stream_c8;
-  // The same against the do-nothing server.
-  std::vector<Phase> null_stream_c1, null_stream_c8;
+  // The same against the do-nothing server, and at concurrency 1 against it busy-waiting the
+  // engine's p50 per request (as null_busy_c1, on streams).
+  std::vector<Phase> null_stream_c1, null_stream_c8, null_busy_stream_c1;
 };
 
 std::vector<double> Collect(size_t n, const std::function<double(size_t)>& at) {
@@ -1142,6 +1143,52 @@ struct Context {
   double wall_seconds = 0;
 };
 
+// The do-nothing server on ModelStreamInfer streams: its concurrency-1 p50 and concurrency-8
+// images/s (with their ratio to the engine's best, per round), medians; "-" when not measured.
+struct NullStream {
+  Spread c1_p50, ips, ratio;
+  // The busy-waiting do-nothing server's overhead on streams, and convserve's stream overhead
+  // above it (per round, then the median): convserve's own cost on streams.
+  Spread busy_overhead, own_cost;
+};
+NullStream SummarizeNullStream(const Row& row) {
+  NullStream n;
+  const size_t rounds =
+      std::min({row.engine.size(), row.null_stream_c1.size(), row.null_stream_c8.size()});
+  if (rounds == 0) return n;
+  n.c1_p50 =
+      SpreadOf(Collect(rounds, [&](size_t i) { return row.null_stream_c1[i].p50_us; }), true);
+  n.ips = SpreadOf(Collect(rounds, [&](size_t i) { return row.null_stream_c8[i].images_per_s; }),
+                   false);
+  n.ratio = SpreadOf(Collect(rounds,
+                             [&](size_t i) {
+                               return row.null_stream_c8[i].images_per_s /
+                                      row.engine[i].best_images_per_s;
+                             }),
+                     false);
+  const size_t busy_rounds =
+      std::min({row.engine.size(), row.null_busy_stream_c1.size(), row.stream_c1.size()});
+  if (busy_rounds > 0) {
+    n.busy_overhead = SpreadOf(
+        Collect(busy_rounds,
+                [&](size_t i) { return row.null_busy_stream_c1[i].p50_us - row.engine[i].p50_us; }),
+        true);
+    n.own_cost = SpreadOf(
+        Collect(
+            busy_rounds,
+            [&](size_t i) { return row.stream_c1[i].p50_us - row.null_busy_stream_c1[i].p50_us; }),
+        true);
+  }
+  return n;
+}
+std::string NullStreamCell(const Row& row) {
+  const NullStream n = SummarizeNullStream(row);
+  if (std::isnan(n.ips.median)) return "- | - | -";
+  return absl::StrCat(Fixed(n.c1_p50.median, 0), " / ", Fixed(n.ips.median, 0), " (",
+                      Fixed(n.ratio.median * 100, 0), "%) | ", Cell(n.busy_overhead, 0), " | ",
+                      Cell(n.own_cost, 0));
+}
+
 void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::string& path) {
   std::ofstream out(path);
   out << "{\n  \"date\": " << JsonString(ctx.date)
@@ -1175,6 +1222,13 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
     if (!row.stream_c1.empty() && !row.stream_c8.empty()) {
       out << ",\n     \"fp32_model_stream_infer\": "
           << SummaryJson(Summarize(row, row.stream_c1, row.stream_c8));
+      const NullStream n = SummarizeNullStream(row);
+      out << ",\n     \"fp32_model_stream_infer_null_server\": "
+          << JsonObject({{"c1_p50_us", SpreadJson(n.c1_p50)},
+                         {"images_per_s_c8", SpreadJson(n.ips)},
+                         {"ratio_to_engine_best", SpreadJson(n.ratio)},
+                         {"busy_engine_p50_overhead_p50_us", SpreadJson(n.busy_overhead)},
+                         {"own_cost_p50_us", SpreadJson(n.own_cost)}});
     }
     out << ",\n     \"rounds\": [";
     for (size_t i = 0; i < row.engine.size(); ++i) {
@@ -1218,6 +1272,10 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
         out << ",\n        \"stream_null_server_c1\": " << PhaseJson(row.null_stream_c1[i])
             << ",\n        \"stream_null_server_c8\": " << PhaseJson(row.null_stream_c8[i]);
       }
+      if (i < row.null_busy_stream_c1.size()) {
+        out << ",\n        \"stream_null_server_busy_engine_p50_c1\": "
+            << PhaseJson(row.null_busy_stream_c1[i]);
+      }
       if (i < row.batch_c8.size()) {
         out << ",\n        \"server_c8_" << kClientBatch
             << "_images_per_request\": " << PhaseJson(row.batch_c8[i]);
@@ -1231,35 +1289,6 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
     out << "]}";
   }
   out << "\n  ]\n}\n";
-}
-
-// The do-nothing server on ModelStreamInfer streams: its concurrency-1 p50 and concurrency-8
-// images/s (with their ratio to the engine's best, per round), medians; "-" when not measured.
-struct NullStream {
-  Spread c1_p50, ips, ratio;
-};
-NullStream SummarizeNullStream(const Row& row) {
-  NullStream n;
-  const size_t rounds =
-      std::min({row.engine.size(), row.null_stream_c1.size(), row.null_stream_c8.size()});
-  if (rounds == 0) return n;
-  n.c1_p50 =
-      SpreadOf(Collect(rounds, [&](size_t i) { return row.null_stream_c1[i].p50_us; }), true);
-  n.ips = SpreadOf(Collect(rounds, [&](size_t i) { return row.null_stream_c8[i].images_per_s; }),
-                   false);
-  n.ratio = SpreadOf(Collect(rounds,
-                             [&](size_t i) {
-                               return row.null_stream_c8[i].images_per_s /
-                                      row.engine[i].best_images_per_s;
-                             }),
-                     false);
-  return n;
-}
-std::string NullStreamCell(const Row& row) {
-  const NullStream n = SummarizeNullStream(row);
-  if (std::isnan(n.ips.median)) return "-";
-  return absl::StrCat(Fixed(n.c1_p50.median, 0), " / ", Fixed(n.ips.median, 0), " (",
-                      Fixed(n.ratio.median * 100, 0), "%)");
 }
 
 void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::string& path) {
@@ -1387,6 +1416,11 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
           << Fixed(t.avg_batch.median, 1) << ", client+server CPU " << Fixed(CpuUsPerImage(t), 0)
           << " us per image against " << Fixed(CpuUsPerImage(s), 0) << " us with ModelInfer calls.";
       const NullStream n = SummarizeNullStream(row);
+      if (!std::isnan(n.own_cost.median)) {
+        out << " The busy-waiting do-nothing server's overhead on streams is "
+            << Fixed(n.busy_overhead.median, 0) << " us, convserve's "
+            << Fixed(n.own_cost.median, 0) << " us above it.";
+      }
       if (!std::isnan(n.ratio.median)) {
         out << " The do-nothing server on the same streams answers " << Fixed(n.ips.median, 0)
             << " one-image requests/s, " << Fixed(n.ratio.median * 100, 0)
@@ -1566,7 +1600,10 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
          "carries each request as one message on a call that stays open, so the per-call costs "
          "of gRPC (a new HTTP/2 stream, headers, trailers, a call object on both sides) are paid "
          "once per stream instead of once per request. Overhead and ratio as above, against the "
-         "engine of the same round; CPU per request as in the table below.\n\n"
+         "engine of the same round; CPU per request as in the table below. The do-nothing server "
+         "answers on streams as well, plainly and busy-waiting the engine's p50 per request: "
+         "convserve's own cost on streams is its stream overhead minus the busy-waiting "
+         "server's (per round, then the median), as in \"convserve's own cost\" above.\n\n"
       << "| model | threads | ModelInfer overhead p50 us | stream overhead p50 us | stream "
          "overhead "
          "p99 us | p50 target | ModelInfer c"
@@ -1574,8 +1611,10 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << " img/s | stream ratio | ratio target | batch formed | client us/req ModelInfer / "
          "stream | server us/req ModelInfer / stream | do-nothing server on streams: c1 p50 us / "
          "c"
-      << kThroughputConcurrency << " img/s (% of engine best) |\n"
-      << "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|\n";
+      << kThroughputConcurrency
+      << " img/s (% of engine best) | busy-waiting do-nothing server on streams: overhead p50 us "
+         "| convserve's own cost on streams us |\n"
+      << "|---|---:|---:|---:|---:|---|---:|---:|---:|---|---:|---:|---:|---:|---:|---:|\n";
   for (const Row& row : rows) {
     if (row.stream_c1.empty() || row.stream_c8.empty()) continue;
     const Summary u = Summarize(row, row.c1, row.c8);
@@ -1922,6 +1961,9 @@ int main(int argc, char** argv) {
         }
         row.null_busy_c1.push_back(RunPhase(*null_stub, null_server.pid(), row.model, busy_requests,
                                             1, 1, options.seconds, output_bytes, Peer::kNull));
+        row.null_busy_stream_c1.push_back(
+            RunPhase(*null_stub, null_server.pid(), row.model, busy_requests, 1, 1, options.seconds,
+                     output_bytes, Peer::kNull, ClientWait::kSleep, Transport::kStream));
         if (threads < ctx.cores) {
           row.poll_c1.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model],
                                          1, 1, options.seconds, output_bytes, Peer::kConvserve,
