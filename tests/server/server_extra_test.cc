@@ -230,6 +230,7 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
   std::shared_ptr<serving::Scheduler> StartServerFor(const std::string& model) {
     api::ServerOptions options;
     options.metrics_port = 0;
+    options.grpc_threads = grpc_threads_;
     StartServer(options);
     if (server_ == nullptr) return nullptr;
     return SchedulerOf(model);
@@ -335,6 +336,11 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
     return stub_->ModelStreamInfer(&context);
   }
 
+  // `streams` clients at once, each on its own ModelStreamInfer stream to "linear" with one
+  // request in flight at a time, `each` requests: every answer must be its own request's.
+  void RunStreams(int streams, int each);
+
+  int grpc_threads_ = 1;  // --grpc-threads of StartServerFor
   std::filesystem::path root_;
   std::unique_ptr<api::Server> server_;
   std::shared_ptr<grpc::Channel> channel_;
@@ -1503,6 +1509,32 @@ inference::ModelInferRequest StreamRequest(const std::string& model, int label,
   return request;
 }
 
+void ServerExtraTest::RunStreams(int streams, int each) {
+  const uint64_t before = Stats("linear").inference_count();
+  std::vector<std::thread> clients;
+  std::atomic<int> good{0};
+  for (int c = 0; c < streams; ++c) {
+    clients.emplace_back([&, c] {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + kWait);
+      std::unique_ptr<InferStream> stream = stub_->ModelStreamInfer(&context);
+      inference::ModelStreamInferResponse answer;
+      for (int i = 0; i < each; ++i) {
+        const int label = (c + i) % 10;
+        const std::string id = absl::StrCat("s", c, "-", i);
+        if (!stream->Write(StreamRequest("linear", label, id)) || !stream->Read(&answer)) break;
+        EXPECT_TRUE(StreamAnswerHolds(answer, id, label));
+        good.fetch_add(1);
+      }
+      stream->WritesDone();
+      EXPECT_TRUE(stream->Finish().ok());
+    });
+  }
+  for (auto& client : clients) client.join();
+  EXPECT_EQ(good.load(), streams * each);
+  EXPECT_EQ(Stats("linear").inference_count() - before, static_cast<uint64_t>(streams * each));
+}
+
 // Twenty requests written at once on one stream: each gets one answer, with its id and the
 // oracle's logits; the client closes its side and the stream ends OK. Counted like ModelInfer.
 TEST_F(ServerExtraTest, ModelStreamInferAnswersEveryRequestWithItsIdThenEndsOk) {
@@ -1570,41 +1602,30 @@ TEST_F(ServerExtraTest, ModelStreamInferErrorIsAnAnswerAndTheStreamGoesOn) {
   EXPECT_EQ(stats.inference_stats().success().count(), 1u);
 }
 
-// Streams at once, each with one request in flight at a time: every answer is its own request's.
+// Streams at once, each with one request in flight at a time (RunStreams), on one gRPC thread and
+// on two (then one stream's events may be handled on both at once): every answer is its own
+// request's, and every stream ends OK.
 TEST_F(ServerExtraTest, ConcurrentModelStreamInferStreamsEachGetTheirOwnAnswers) {
-  grpc::ClientContext first_context;
-  std::unique_ptr<InferStream> first =
-      StartLinearAndOpenStream(first_context, "max_queue_delay_microseconds: 2000");
-  ASSERT_NE(first, nullptr);
-  first->WritesDone();
-  ASSERT_TRUE(first->Finish().ok());
-  constexpr int kStreams = 6, kEach = 25;
-  std::vector<std::thread> clients;
-  std::atomic<int> good{0};
-  for (int c = 0; c < kStreams; ++c) {
-    clients.emplace_back([&, c] {
-      grpc::ClientContext context;
-      context.set_deadline(std::chrono::system_clock::now() + kWait);
-      std::unique_ptr<InferStream> stream = stub_->ModelStreamInfer(&context);
-      inference::ModelStreamInferResponse answer;
-      for (int i = 0; i < kEach; ++i) {
-        const int label = (c + i) % 10;
-        const std::string id = absl::StrCat("s", c, "-", i);
-        if (!stream->Write(StreamRequest("linear", label, id)) || !stream->Read(&answer)) break;
-        EXPECT_TRUE(StreamAnswerHolds(answer, id, label));
-        good.fetch_add(1);
-      }
-      stream->WritesDone();
-      EXPECT_TRUE(stream->Finish().ok());
-    });
+  for (const int threads : {1, 2}) {
+    SCOPED_TRACE(absl::StrCat(threads, " gRPC thread(s)"));
+    grpc_threads_ = threads;
+    grpc::ClientContext first_context;
+    std::unique_ptr<InferStream> first =
+        StartLinearAndOpenStream(first_context, "max_queue_delay_microseconds: 2000");
+    ASSERT_NE(first, nullptr);
+    first->WritesDone();
+    ASSERT_TRUE(first->Finish().ok());
+    RunStreams(6, 25);
+    auto shutdown = std::async(std::launch::async, [this] { return server_->Shutdown(); });
+    ASSERT_EQ(shutdown.wait_for(kWait), std::future_status::ready) << "shutdown hangs";
+    EXPECT_TRUE(shutdown.get());
+    server_.reset();
   }
-  for (auto& client : clients) client.join();
-  EXPECT_EQ(good.load(), kStreams * kEach);
-  EXPECT_EQ(Stats("linear").inference_count(), static_cast<uint64_t>(kStreams * kEach));
 }
 
 // At shutdown a stream's request in flight is answered, then the stream ends with UNAVAILABLE
-// (the client keeps it open), and the server stops without waiting for the client.
+// (the client keeps it open), and the server stops without waiting for the client. A stream
+// opened while the shutdown waits for that request ends at once with UNAVAILABLE.
 TEST_F(ServerExtraTest, ModelStreamInferAtShutdownAnswersWhatItReadThenEndsUnavailable) {
   grpc::ClientContext context;
   std::unique_ptr<InferStream> stream = StartLinearAndOpenStream(context);
@@ -1613,6 +1634,9 @@ TEST_F(ServerExtraTest, ModelStreamInferAtShutdownAnswersWhatItReadThenEndsUnava
   ASSERT_TRUE(stream->Write(StreamRequest("linear", 3, "before")));
   ASSERT_TRUE(stream->Read(&answer));
   EXPECT_TRUE(StreamAnswerHolds(answer, "before", 3));
+  // The core counts a request in flight until its answer callback returned, which may be after
+  // the client read the answer.
+  ASSERT_TRUE(PollUntil([&] { return server_->core().in_flight() == 0; }));
 
   BudgetHold hold(server_->core().thread_budget());
   ASSERT_TRUE(stream->Write(StreamRequest("linear", 4, "in-flight")));
@@ -1620,6 +1644,16 @@ TEST_F(ServerExtraTest, ModelStreamInferAtShutdownAnswersWhatItReadThenEndsUnava
   auto shutdown = std::async(std::launch::async, [this] { return server_->Shutdown(); });
   // Shutdown waits for the request in flight.
   ASSERT_TRUE(PollUntil([&] { return HealthStatus(channel_) != 1; }));
+  {
+    grpc::ClientContext late_context;
+    late_context.set_deadline(std::chrono::system_clock::now() + kWait);
+    std::unique_ptr<InferStream> late = stub_->ModelStreamInfer(&late_context);
+    EXPECT_FALSE(late->Read(&answer));
+    const grpc::Status late_status = late->Finish();
+    EXPECT_EQ(late_status.error_code(), grpc::StatusCode::UNAVAILABLE)
+        << late_status.error_message();
+    EXPECT_THAT(late_status.error_message(), HasSubstr("shutting down"));
+  }
   EXPECT_EQ(shutdown.wait_for(std::chrono::milliseconds(0)), std::future_status::timeout);
   hold.Release();
   ASSERT_TRUE(stream->Read(&answer));
