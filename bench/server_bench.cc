@@ -1244,46 +1244,29 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
         out << (k ? ", " : "") << "\"" << e.images_per_s[k].first
             << "\": " << JsonNumber(e.images_per_s[k].second);
       }
-      out << "}},\n        \"server_c1\": " << PhaseJson(row.c1[i])
-          << ",\n        \"server_c8\": " << PhaseJson(row.c8[i]);
-      if (i < row.null_c1.size() && i < row.null_c8.size()) {
-        out << ",\n        \"null_server_c1\": " << PhaseJson(row.null_c1[i])
-            << ",\n        \"null_server_c8\": " << PhaseJson(row.null_c8[i]);
-      }
-      if (i < row.null_batch_c8.size()) {
-        out << ",\n        \"null_server_c8_" << kClientBatch
-            << "_images_per_request\": " << PhaseJson(row.null_batch_c8[i]);
-      }
-      if (i < row.null_busy_c1.size()) {
-        out << ",\n        \"null_server_busy_engine_p50_c1\": " << PhaseJson(row.null_busy_c1[i]);
-      }
-      if (i < row.poll_c1.size() && i < row.null_poll_c1.size() &&
-          i < row.null_busy_poll_c1.size()) {
-        out << ",\n        \"polling_client_server_c1\": " << PhaseJson(row.poll_c1[i])
-            << ",\n        \"polling_client_null_server_c1\": " << PhaseJson(row.null_poll_c1[i])
-            << ",\n        \"polling_client_null_server_busy_engine_p50_c1\": "
-            << PhaseJson(row.null_busy_poll_c1[i]);
-      }
-      if (i < row.stream_c1.size() && i < row.stream_c8.size()) {
-        out << ",\n        \"stream_server_c1\": " << PhaseJson(row.stream_c1[i])
-            << ",\n        \"stream_server_c8\": " << PhaseJson(row.stream_c8[i]);
-      }
-      if (i < row.null_stream_c1.size() && i < row.null_stream_c8.size()) {
-        out << ",\n        \"stream_null_server_c1\": " << PhaseJson(row.null_stream_c1[i])
-            << ",\n        \"stream_null_server_c8\": " << PhaseJson(row.null_stream_c8[i]);
-      }
-      if (i < row.null_busy_stream_c1.size()) {
-        out << ",\n        \"stream_null_server_busy_engine_p50_c1\": "
-            << PhaseJson(row.null_busy_stream_c1[i]);
-      }
-      if (i < row.batch_c8.size()) {
-        out << ",\n        \"server_c8_" << kClientBatch
-            << "_images_per_request\": " << PhaseJson(row.batch_c8[i]);
-      }
-      if (i < row.png_c1.size()) {
-        out << ",\n        \"server_png_c1\": " << PhaseJson(row.png_c1[i])
-            << ",\n        \"server_png_c8\": " << PhaseJson(row.png_c8[i]);
-      }
+      out << "}}";
+      // This round's phase of `phases` as field `name`, if the round has one.
+      const auto field = [&](const std::string& name, const std::vector<Phase>& phases) {
+        if (i < phases.size()) out << ",\n        \"" << name << "\": " << PhaseJson(phases[i]);
+      };
+      const std::string batched = absl::StrCat(kClientBatch, "_images_per_request");
+      field("server_c1", row.c1);
+      field("server_c8", row.c8);
+      field("null_server_c1", row.null_c1);
+      field("null_server_c8", row.null_c8);
+      field("null_server_c8_" + batched, row.null_batch_c8);
+      field("null_server_busy_engine_p50_c1", row.null_busy_c1);
+      field("polling_client_server_c1", row.poll_c1);
+      field("polling_client_null_server_c1", row.null_poll_c1);
+      field("polling_client_null_server_busy_engine_p50_c1", row.null_busy_poll_c1);
+      field("stream_server_c1", row.stream_c1);
+      field("stream_server_c8", row.stream_c8);
+      field("stream_null_server_c1", row.null_stream_c1);
+      field("stream_null_server_c8", row.null_stream_c8);
+      field("stream_null_server_busy_engine_p50_c1", row.null_busy_stream_c1);
+      field("server_c8_" + batched, row.batch_c8);
+      field("server_png_c1", row.png_c1);
+      field("server_png_c8", row.png_c8);
       out << "}";
     }
     out << "]}";

@@ -304,6 +304,27 @@ void FillDuration(const serving::Duration& d, inference::StatisticDuration* out)
   out->set_ns(d.ns);
 }
 
+// The way of a ModelInfer request into the serving core, for a ModelInfer call and for each
+// request of a ModelStreamInfer stream: one over `max_request_bytes` or one that does not convert
+// is refused through the core (counted in the model's statistics), any other is submitted with
+// `deadline`. `done` gets the answer, maybe before this returns; it may own `wire`, so nothing of
+// `wire` is read once `done` was handed over.
+void SubmitInfer(ServerCore* core, int64_t max_request_bytes,
+                 const inference::ModelInferRequest& wire,
+                 std::chrono::steady_clock::time_point deadline, serving::InferCallback done) {
+  const std::string model = wire.model_name(), version = wire.model_version(), id = wire.id();
+  absl::Status refused = CheckRequestSize(wire, max_request_bytes);
+  auto converted = std::make_unique<serving::InferRequest>();
+  if (refused.ok()) refused = ConvertRequest(wire, *converted);
+  if (!refused.ok()) {
+    core->Reject(model, version, refused, id, std::move(done));
+    return;
+  }
+  converted->deadline = deadline;
+  converted->followed = AsyncRpc::CallsReadyBehind() > 0;
+  core->Infer(model, version, std::move(converted), std::move(done));
+}
+
 // The parameter of a ModelStreamInfer error answer that carries the request's gRPC status code
 // (the protocol's answer has only a message).
 constexpr const char* kStreamErrorCodeParameter = "grpc_status_code";
@@ -451,40 +472,24 @@ class InferStream {
 
   // As ModelInfer; the answer comes back through Answer, maybe before this returns.
   void Handle(std::unique_ptr<inference::ModelInferRequest> request) {
-    ServerCore* core = method_->core_;
     const inference::ModelInferRequest& wire = *request;
-    const bool raw = wire.raw_input_contents_size() > 0;
-    const std::string model = wire.model_name(), id = wire.id();
-    // The request owns the views the converted request holds: it lives until the answer.
-    auto done = [this, raw, model, id,
-                 owner = std::shared_ptr<inference::ModelInferRequest>(std::move(request))](
+    // The callback owns the request (the converted request holds views into it) until the answer.
+    auto done = [this, owner = std::shared_ptr<inference::ModelInferRequest>(std::move(request))](
                     absl::StatusOr<serving::InferResponse> result) {
       inference::ModelStreamInferResponse answer;
       inference::ModelInferResponse* response = answer.mutable_infer_response();
       if (result.ok()) {
-        FillResponse(*result, raw, response);
+        FillResponse(*result, owner->raw_input_contents_size() > 0, response);
       } else {
         answer.set_error_message(std::string(result.status().message()));
-        response->set_model_name(model);
-        response->set_id(id);
+        response->set_model_name(owner->model_name());
+        response->set_id(owner->id());
         (*response->mutable_parameters())[kStreamErrorCodeParameter].set_int64_param(
             static_cast<int64_t>(result.status().code()));
       }
       Answer(std::move(answer));
     };
-    if (absl::Status status = CheckRequestSize(wire, method_->max_request_bytes_); !status.ok()) {
-      core->Reject(model, wire.model_version(), status, id, std::move(done));
-      return;
-    }
-    auto converted = std::make_unique<serving::InferRequest>();
-    if (absl::Status status = ConvertRequest(wire, *converted); !status.ok()) {
-      core->Reject(model, wire.model_version(), status, id, std::move(done));
-      return;
-    }
-    converted->deadline = SteadyDeadline(&context_);
-    converted->followed = AsyncRpc::CallsReadyBehind() > 0;
-    const std::string version = wire.model_version();
-    core->Infer(model, version, std::move(converted), std::move(done));
+    SubmitInfer(method_->core_, method_->max_request_bytes_, wire, deadline_, std::move(done));
   }
 
   // From any thread: queues the answer of one request read.
@@ -678,21 +683,7 @@ class InferenceService final : public inference::GRPCInferenceService::AsyncServ
       if (result.ok()) FillResponse(*result, raw, response);
       reply.Finish(ToGrpcStatus(result.status()));
     };
-    if (absl::Status status = CheckRequestSize(*request, max_request_bytes_); !status.ok()) {
-      core_->Reject(request->model_name(), request->model_version(), status, request->id(),
-                    std::move(done));
-      return;
-    }
-    auto converted = std::make_unique<serving::InferRequest>();
-    if (absl::Status status = ConvertRequest(*request, *converted); !status.ok()) {
-      core_->Reject(request->model_name(), request->model_version(), status, request->id(),
-                    std::move(done));
-      return;
-    }
-    converted->deadline = SteadyDeadline(context);
-    converted->followed = AsyncRpc::CallsReadyBehind() > 0;
-    core_->Infer(request->model_name(), request->model_version(), std::move(converted),
-                 std::move(done));
+    SubmitInfer(core_, max_request_bytes_, *request, SteadyDeadline(context), std::move(done));
   }
 
   void ModelStatistics(grpc::ServerContext*, const inference::ModelStatisticsRequest* request,
