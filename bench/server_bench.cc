@@ -40,6 +40,7 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -643,15 +644,17 @@ std::vector<double> DriveClosedLoop(const AsyncMethod<Request, Response>& method
   return latencies_us;
 }
 
-// `concurrency` ModelStreamInfer streams (Triton's streaming API) on one completion queue, each
-// with one request in flight: the next is written as soon as the answer to the last is read,
-// until `seconds` have passed; then each stream closes its side and finishes. Dies on a failed
-// stream, an error answer, or an answer `valid` rejects. Returns per-request latencies in
-// microseconds.
+// `streams` ModelStreamInfer streams (Triton's streaming API) on one completion queue, each
+// with `depth` requests in flight: a new one is written as soon as an answer is read (one write
+// at a time per stream, the others wait their turn in this client), until `seconds` have passed;
+// then each stream closes its side and finishes. With depth > 1 each request carries its own id
+// and an answer is matched to its request by id (a stream answers in the order requests finish).
+// Dies on a failed stream, an error answer, an unknown id, or an answer `valid` rejects. Returns
+// per-request latencies in microseconds, from when the request was due to be written.
 std::vector<double> DriveStreams(
-    Stub& stub, const std::vector<inference::ModelInferRequest>& requests, int concurrency,
-    double seconds, const std::function<bool(const inference::ModelInferResponse&)>& valid,
-    ClientWait wait) {
+    Stub& stub, const std::vector<inference::ModelInferRequest>& requests, int streams_count,
+    int depth, double seconds,
+    const std::function<bool(const inference::ModelInferResponse&)>& valid, ClientWait wait) {
   struct Stream;
   // One tag per operation kind, so that a write and a read may be outstanding together.
   struct Op {
@@ -665,8 +668,11 @@ std::vector<double> DriveStreams(
         rw;
     inference::ModelStreamInferResponse answer;
     grpc::Status status;
-    Clock::time_point sent;
-    bool writing = false, write_waiting = false, closing = false;
+    std::map<std::string, Clock::time_point> in_flight;  // by id ("" with depth 1): when due
+    std::deque<const inference::ModelInferRequest*> to_write;
+    std::deque<inference::ModelInferRequest> copies;  // with depth > 1: the requests with ids
+    uint64_t sequence = 0;
+    bool writing = false, reading = false, closing = false;
     Op started{this, Op::kStarted}, written{this, Op::kWritten}, read{this, Op::kRead},
         writes_done{this, Op::kWritesDone}, finished{this, Op::kFinished};
   };
@@ -677,17 +683,31 @@ std::vector<double> DriveStreams(
   int open = 0;
   const auto end = Clock::now() + std::chrono::duration_cast<Clock::duration>(
                                       std::chrono::duration<double>(seconds));
-  const auto send = [&](Stream& stream) {
-    if (stream.writing) {  // the last write has not completed yet: this one follows it
-      stream.write_waiting = true;
-      return;
-    }
+  const auto write_next = [&](Stream& stream) {
+    if (stream.writing || stream.to_write.empty()) return;
     stream.writing = true;
-    stream.sent = Clock::now();
-    stream.rw->Write(requests[next++ % requests.size()], &stream.written);
+    stream.rw->Write(*stream.to_write.front(), &stream.written);
+    stream.to_write.pop_front();
+  };
+  const auto read_next = [&](Stream& stream) {
+    if (stream.reading || stream.in_flight.empty()) return;
+    stream.reading = true;
     stream.rw->Read(&stream.answer, &stream.read);
   };
-  for (int c = 0; c < concurrency; ++c) {
+  const auto send = [&](Stream& stream) {
+    const inference::ModelInferRequest& request = requests[next++ % requests.size()];
+    if (depth == 1) {
+      stream.in_flight[""] = Clock::now();
+      stream.to_write.push_back(&request);
+    } else {
+      stream.copies.push_back(request);
+      stream.copies.back().set_id(std::to_string(stream.sequence++));
+      stream.in_flight[stream.copies.back().id()] = Clock::now();
+      stream.to_write.push_back(&stream.copies.back());
+    }
+    write_next(stream);
+  };
+  for (int c = 0; c < streams_count; ++c) {
     auto stream = std::make_unique<Stream>();
     stream->context.set_deadline(std::chrono::system_clock::now() +
                                  std::chrono::seconds(60 + static_cast<int64_t>(seconds)));
@@ -707,30 +727,31 @@ std::vector<double> DriveStreams(
     if (!ok && op.kind != Op::kFinished) Die("a ModelStreamInfer stream failed");
     switch (op.kind) {
       case Op::kStarted:
-        send(stream);
+        for (int d = 0; d < depth; ++d) send(stream);
+        read_next(stream);
         break;
       case Op::kWritten:
         stream.writing = false;
-        if (stream.write_waiting) {
-          stream.write_waiting = false;
-          send(stream);
-        } else if (stream.closing) {
-          stream.rw->WritesDone(&stream.writes_done);
-        }
+        if (depth > 1) stream.copies.pop_front();  // written in order
+        write_next(stream);
+        if (!stream.writing && stream.closing) stream.rw->WritesDone(&stream.writes_done);
         break;
       case Op::kRead: {
+        stream.reading = false;
         const auto now = Clock::now();
         if (!stream.answer.error_message().empty()) {
           Die("error answer on a stream: " + stream.answer.error_message());
         }
-        if (!valid(stream.answer.infer_response())) {
-          Die("unexpected answer: " + stream.answer.ShortDebugString());
-        }
+        const inference::ModelInferResponse& response = stream.answer.infer_response();
+        if (!valid(response)) Die("unexpected answer: " + stream.answer.ShortDebugString());
+        const auto request = stream.in_flight.find(depth == 1 ? std::string() : response.id());
+        if (request == stream.in_flight.end()) Die("an answer to no request: id " + response.id());
         latencies_us.push_back(
-            std::chrono::duration<double, std::micro>(now - stream.sent).count());
-        if (now < end) {
-          send(stream);
-        } else {
+            std::chrono::duration<double, std::micro>(now - request->second).count());
+        stream.in_flight.erase(request);
+        if (now < end) send(stream);
+        read_next(stream);
+        if (stream.in_flight.empty()) {  // the time is up and every answer came
           stream.closing = true;
           if (!stream.writing) stream.rw->WritesDone(&stream.writes_done);
         }
@@ -754,8 +775,9 @@ std::vector<double> DriveStreams(
   return latencies_us;
 }
 
-// How requests reach the server: one ModelInfer call each, or on ModelStreamInfer streams.
-enum class Transport { kUnary, kStream };
+// How requests reach the server: one ModelInfer call each; on ModelStreamInfer streams, one per
+// request in flight; or all of them pipelined on one stream.
+enum class Transport { kUnary, kStream, kPipelinedStream };
 
 std::vector<double> DriveInfer(Stub& stub,
                                const std::vector<inference::ModelInferRequest>& requests,
@@ -767,7 +789,10 @@ std::vector<double> DriveInfer(Stub& stub,
                response.raw_output_contents(0).size() == expected_output_bytes;
       };
   if (transport == Transport::kStream) {
-    return DriveStreams(stub, requests, concurrency, seconds, valid, wait);
+    return DriveStreams(stub, requests, concurrency, 1, seconds, valid, wait);
+  }
+  if (transport == Transport::kPipelinedStream) {
+    return DriveStreams(stub, requests, 1, concurrency, seconds, valid, wait);
   }
   return DriveClosedLoop<inference::ModelInferRequest, inference::ModelInferResponse>(
       [&](grpc::ClientContext* context, const inference::ModelInferRequest& request,
@@ -922,6 +947,9 @@ struct Row {
   std::vector<Phase> poll_c1, null_poll_c1, null_busy_poll_c1;
   // FP32 on ModelStreamInfer streams (one per request in flight), concurrency 1 and 8.
   std::vector<Phase> stream_c1, stream_c8;
+  // The same FP32 requests, kThroughputConcurrency of them in flight pipelined on one stream
+  // (answers matched by id).
+  std::vector<Phase> pipelined_c8;
   // The same against the do-nothing server, and at concurrency 1 against it busy-waiting the
   // engine's p50 per request (as null_busy_c1, on streams).
   std::vector<Phase> null_stream_c1, null_stream_c8, null_busy_stream_c1;
@@ -1261,6 +1289,7 @@ void WriteJson(const Context& ctx, const std::vector<Row>& rows, const std::stri
       field("polling_client_null_server_busy_engine_p50_c1", row.null_busy_poll_c1);
       field("stream_server_c1", row.stream_c1);
       field("stream_server_c8", row.stream_c8);
+      field("pipelined_stream_server_c8", row.pipelined_c8);
       field("stream_null_server_c1", row.null_stream_c1);
       field("stream_null_server_c8", row.null_stream_c8);
       field("stream_null_server_busy_engine_p50_c1", row.null_busy_stream_c1);
@@ -1312,15 +1341,19 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
       << Fixed(o.seconds, 1) << " s (one FP32 28x28 image in `raw_input_contents`, logits back "
       << "raw), then concurrency " << kThroughputConcurrency << " closed loop for "
       << Fixed(o.seconds, 1) << " s (" << kThroughputConcurrency
-      << " calls in flight on one gRPC completion queue, one client thread), then the same with "
-      << kClientBatch << " images per request for " << Fixed(o.seconds, 1)
-      << " s (client-side batching: one FP32 [" << kClientBatch
-      << ", 1, 28, 28] tensor in `raw_input_contents`, every answer checked to hold "
-      << kClientBatch << " images' logits), then the FP32 requests again at concurrency 1 and "
+      << " calls in flight on one gRPC completion queue, one client thread), then the FP32 "
+         "requests again at concurrency 1 and "
       << kThroughputConcurrency
       << " on ModelStreamInfer streams (Triton's streaming API: one bidirectional stream per "
          "request in flight, each request written once the answer to the last one on its stream "
-         "was read); each server phase after 0.15 s of warm-up; then the same FP32 "
+         "was read), then "
+      << kThroughputConcurrency
+      << " of them in flight pipelined on one stream (answers matched by id), then concurrency "
+      << kThroughputConcurrency << " with " << kClientBatch << " images per request for "
+      << Fixed(o.seconds, 1) << " s (client-side batching: one FP32 [" << kClientBatch
+      << ", 1, 28, 28] tensor in `raw_input_contents`, every answer checked to hold "
+      << kClientBatch
+      << " images' logits); each server phase after 0.15 s of warm-up; then the same FP32 "
          "requests at concurrency 1 and "
       << kThroughputConcurrency
       << " against `convserve-null-server` (bench/null_server.cc), a do-nothing gRPC server of "
@@ -1413,6 +1446,15 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
                       "reaches the throughput target on this machine."
                     : ".");
       }
+    }
+    if (!row.stream_c1.empty() && !row.pipelined_c8.empty()) {
+      const Summary p = Summarize(row, row.stream_c1, row.pipelined_c8);
+      out << " With the " << kThroughputConcurrency
+          << " requests pipelined on one stream: " << Fixed(p.server_ips.median, 0)
+          << " img/s = " << Fixed(p.ratio.median * 100, 0) << "% of the engine's best (target "
+          << Fixed(kThroughputTarget * 100, 0)
+          << "%: " << TargetWord(p.ratio.median >= kThroughputTarget) << "), batches of "
+          << Fixed(p.avg_batch.median, 1) << ".";
     }
     if (!row.batch_c8.empty()) {
       const Summary b = Summarize(row, row.c1, row.batch_c8);
@@ -1611,6 +1653,34 @@ void WriteMarkdown(const Context& ctx, const std::vector<Row>& rows, const std::
         << Fixed(u.client_us.median, 0) << " / " << Fixed(t.client_us.median, 0) << " | "
         << Fixed(u.server_us.median, 0) << " / " << Fixed(t.server_us.median, 0) << " | "
         << NullStreamCell(row) << " |\n";
+  }
+
+  out << "\nRequests pipelined on one stream: the same FP32 requests, " << kThroughputConcurrency
+      << " of them in flight on a single ModelStreamInfer stream (each written without waiting "
+         "for the answers to the earlier ones, a new one as soon as an answer is read; answers "
+         "matched by id), as a client that sends a sequence of images on one stream does. The "
+         "server queues a request that arrives while an earlier one of its stream is unanswered "
+         "for the batcher, so that they batch on the model's worker while the gRPC thread reads "
+         "the next ones (a request alone on its stream is computed at once on the gRPC thread). "
+         "Ratio against the engine's best of the same round, as above.\n\n"
+      << "| model | threads | " << kThroughputConcurrency << " streams: img/s | ratio | 1 stream, "
+      << kThroughputConcurrency
+      << " pipelined: img/s | ratio | ratio target | batch formed | p50 us | client us/req | "
+         "server us/req |\n"
+      << "|---|---:|---:|---:|---:|---:|---|---:|---:|---:|---:|\n";
+  for (const Row& row : rows) {
+    if (row.stream_c8.empty() || row.pipelined_c8.empty()) continue;
+    const Summary t = Summarize(row, row.stream_c1, row.stream_c8);
+    const Summary p = Summarize(row, row.stream_c1, row.pipelined_c8);
+    const Spread p50 = SpreadOf(
+        Collect(row.pipelined_c8.size(), [&](size_t i) { return row.pipelined_c8[i].p50_us; }),
+        true);
+    out << "| " << row.model << " | " << row.threads << " | " << Cell(t.server_ips, 0) << " | "
+        << Fixed(t.ratio.median * 100, 0) << "% | " << Cell(p.server_ips, 0) << " | "
+        << Fixed(p.ratio.median * 100, 0) << "% (" << Fixed(p.ratio.best * 100, 0) << "%) | "
+        << TargetWord(p.ratio.median >= kThroughputTarget) << " | " << Cell(p.avg_batch, 2) << " | "
+        << Cell(p50, 0) << " | " << Fixed(p.client_us.median, 0) << " | "
+        << Fixed(p.server_us.median, 0) << " |\n";
   }
 
   out << "\n## Where the CPU goes at concurrency " << kThroughputConcurrency << " (FP32)\n\n"
@@ -1908,6 +1978,10 @@ int main(int argc, char** argv) {
         row.stream_c8.push_back(RunPhase(*stub, server.pid(), row.model, fp32_requests[row.model],
                                          1, kThroughputConcurrency, options.seconds, output_bytes,
                                          Peer::kConvserve, ClientWait::kSleep, Transport::kStream));
+        row.pipelined_c8.push_back(RunPhase(*stub, server.pid(), row.model,
+                                            fp32_requests[row.model], 1, kThroughputConcurrency,
+                                            options.seconds, output_bytes, Peer::kConvserve,
+                                            ClientWait::kSleep, Transport::kPipelinedStream));
         if (!batched_requests[row.model].empty()) {
           row.batch_c8.push_back(
               RunPhase(*stub, server.pid(), row.model, batched_requests[row.model], kClientBatch,

@@ -1,6 +1,8 @@
 // bench: a load generator in the manner of perf_analyzer. One thread per concurrent stream,
 // each sending synchronous ModelInfer calls back to back (closed loop) or at its share of a
-// fixed request rate (open loop), for a fixed duration per concurrency level; the server-side
+// fixed request rate (open loop), or with --streaming requests on a ModelStreamInfer stream
+// (with --pipeline P, P of them in flight on each stream), for a fixed duration per concurrency
+// level; the server-side
 // breakdown comes from ModelStatistics deltas summed over all targets.
 #include <unistd.h>
 
@@ -184,6 +186,33 @@ LevelResult RunLevel(Client& client, const BenchOptions& options,
   const auto start = Clock::now();
   const auto end =
       start + std::chrono::microseconds(static_cast<int64_t>(options.duration_s * 1e6));
+  // One request's outcome: its latency, or its error by code.
+  const auto record = [&](Stream& stream, const absl::Status& status, Clock::time_point sent,
+                          Clock::time_point received) {
+    if (status.ok()) {
+      stream.latencies_ms.push_back(
+          std::chrono::duration<double, std::milli>(received - sent).count());
+      done.fetch_add(1, std::memory_order_relaxed);
+      return;
+    }
+    ++stream.errors[absl::StatusCodeToString(status.code())];
+    if (stream.first_error.empty()) stream.first_error = FormatError(status);
+    failed.fetch_add(1, std::memory_order_relaxed);
+  };
+  // A stream that fails to close is an error too (in the errors by code, not a request).
+  const auto close = [&](Stream& stream, std::unique_ptr<Client::InferStream>& infer_stream) {
+    if (infer_stream == nullptr) return;
+    if (absl::Status closed = infer_stream->Close(); !closed.ok()) {
+      ++stream.errors[absl::StatusCodeToString(closed.code())];
+      if (stream.first_error.empty()) stream.first_error = FormatError(closed);
+    }
+  };
+  // A server that is down fails at once: do not spin.
+  const auto pause_if_down = [](const absl::Status& status) {
+    if (status.code() == absl::StatusCode::kUnavailable) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  };
   auto worker = [&](int id) {
     Stream& stream = streams[static_cast<size_t>(id)];
     size_t i = static_cast<size_t>(id);
@@ -209,28 +238,60 @@ LevelResult RunLevel(Client& client, const BenchOptions& options,
       } else {
         status = client.InferOnce(requests[i++ % requests.size()], &response);
       }
-      const auto received = Clock::now();
-      if (status.ok()) {
-        stream.latencies_ms.push_back(
-            std::chrono::duration<double, std::milli>(received - sent).count());
-        done.fetch_add(1, std::memory_order_relaxed);
-      } else {
-        ++stream.errors[absl::StatusCodeToString(status.code())];
-        if (stream.first_error.empty()) stream.first_error = FormatError(status);
-        failed.fetch_add(1, std::memory_order_relaxed);
-        // A server that is down fails at once: do not spin.
-        if (status.code() == absl::StatusCode::kUnavailable) {
-          std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      record(stream, status, sent, Clock::now());
+      pause_if_down(status);
+    }
+    close(stream, infer_stream);
+  };
+  // --pipeline P: P requests in flight on each stream (closed loop), answers matched by id.
+  auto pipelined_worker = [&](int id) {
+    Stream& stream = streams[static_cast<size_t>(id)];
+    size_t i = static_cast<size_t>(id);
+    uint64_t sequence = 0;
+    std::map<std::string, Clock::time_point> in_flight;  // by id: when it was sent
+    inference::ModelInferResponse response;
+    std::unique_ptr<Client::InferStream> infer_stream;
+    while (true) {
+      if (infer_stream == nullptr) {
+        if (Clock::now() >= end) break;
+        infer_stream = client.OpenInferStream(options.duration_s);
+      }
+      absl::Status ended;
+      while (in_flight.size() < static_cast<size_t>(options.pipeline) && Clock::now() < end) {
+        inference::ModelInferRequest request = requests[i++ % requests.size()];
+        request.set_id(absl::StrCat(id, "-", sequence++));
+        const auto sent = Clock::now();
+        ended = infer_stream->Send(request);
+        if (!ended.ok()) break;
+        in_flight.emplace(request.id(), sent);
+      }
+      if (ended.ok()) {
+        if (in_flight.empty()) break;  // the duration is over and every answer came
+        response.Clear();
+        const absl::Status status = infer_stream->Receive(&response);
+        const auto received = Clock::now();
+        if (!infer_stream->ended()) {
+          const auto it = in_flight.find(response.id());
+          if (it == in_flight.end()) {
+            record(stream,
+                   absl::InternalError(absl::StrCat("the server answered id '", response.id(),
+                                                    "', which no request in flight has")),
+                   received, received);
+            continue;
+          }
+          record(stream, status, it->second, received);
+          in_flight.erase(it);
+          continue;
         }
+        ended = status;
       }
+      // The stream ended: the requests in flight on it get no answer.
+      for (const auto& [request_id, sent] : in_flight) record(stream, ended, sent, Clock::now());
+      in_flight.clear();
+      infer_stream.reset();
+      pause_if_down(ended);
     }
-    // A stream that fails to close is an error too (in the errors by code, not a request).
-    if (infer_stream != nullptr) {
-      if (absl::Status closed = infer_stream->Close(); !closed.ok()) {
-        ++stream.errors[absl::StatusCodeToString(closed.code())];
-        if (stream.first_error.empty()) stream.first_error = FormatError(closed);
-      }
-    }
+    close(stream, infer_stream);
   };
 
   std::mutex mutex;
@@ -256,7 +317,14 @@ LevelResult RunLevel(Client& client, const BenchOptions& options,
     });
   }
   std::vector<std::thread> threads;
-  for (int c = 0; c < concurrency; ++c) threads.emplace_back(worker, c);
+  const bool pipelining = options.streaming && options.pipeline > 1;
+  for (int c = 0; c < concurrency; ++c) {
+    if (pipelining) {
+      threads.emplace_back(pipelined_worker, c);
+    } else {
+      threads.emplace_back(worker, c);
+    }
+  }
   for (auto& thread : threads) thread.join();
   const auto stop = Clock::now();
   {
@@ -334,6 +402,14 @@ int RunBench(Client& client, const BenchOptions& options, std::ostream& out) {
   }
   if (options.batch < 1) return UsageError("--batch must be at least 1");
   if (options.request_rate < 0) return UsageError("--request-rate must be >= 0");
+  if (options.pipeline < 1 || options.pipeline > 64) {
+    return UsageError("--pipeline must be in [1, 64]");
+  }
+  if (options.pipeline > 1 && (!options.streaming || options.request_rate > 0)) {
+    return UsageError(
+        "--pipeline sends several requests on one stream in a closed loop: it needs --streaming "
+        "and no --request-rate");
+  }
 
   auto requests = BuildRequests(client, options);
   if (!requests.ok()) {
@@ -360,6 +436,7 @@ int RunBench(Client& client, const BenchOptions& options, std::ostream& out) {
           << ", \"request_rate\": " << FormatDouble(r.request_rate, 3)
           << ", \"batch\": " << options.batch
           << ", \"streaming\": " << (options.streaming ? "true" : "false")
+          << ", \"pipeline\": " << options.pipeline
           << ", \"seconds\": " << FormatDouble(r.seconds, 3) << ", \"requests\": " << r.requests
           << ", \"infer_per_s\": " << FormatDouble(r.infer_per_s, 3)
           << ", \"latency_ms\": {\"avg\": " << FormatDouble(r.avg_ms, 4)
@@ -399,9 +476,12 @@ int RunBench(Client& client, const BenchOptions& options, std::ostream& out) {
           << (options.request_rate > 0
                   ? absl::StrCat("open loop at ", FormatDouble(options.request_rate, 1), " req/s")
                   : std::string("closed loop"))
-          << (options.streaming ? ", ModelStreamInfer streams" : "") << ", "
-          << (options.images_dir.empty() ? "random FP32 input" : "images as BYTES") << ", targets "
-          << absl::StrJoin(client.targets(), ",") << "\n";
+          << (options.streaming ? ", ModelStreamInfer streams" : "")
+          << (options.pipeline > 1
+                  ? absl::StrCat(", ", options.pipeline, " requests in flight per stream")
+                  : std::string())
+          << ", " << (options.images_dir.empty() ? "random FP32 input" : "images as BYTES")
+          << ", targets " << absl::StrJoin(client.targets(), ",") << "\n";
     }
     out << table.Render(options.format);
   }

@@ -91,6 +91,7 @@ struct BenchOptions {
   std::string format = "table";
   bool progress = true;    // live line on stderr (only when it is a TTY)
   bool streaming = false;  // ModelStreamInfer: one stream per concurrent slot
+  int pipeline = 1;        // requests in flight on each stream (streaming only)
 };
 int RunBench(Client& client, const BenchOptions& options, std::ostream& out);
 

@@ -206,6 +206,12 @@ int main(int argc, char** argv) {
   bench_cmd->add_flag("--streaming", bench.streaming,
                       "Send the requests on ModelStreamInfer streams (Triton's streaming API), one "
                       "stream per concurrent request, instead of one ModelInfer call each");
+  bench_cmd
+      ->add_option("--pipeline", bench.pipeline,
+                   "With --streaming: requests in flight on each stream, written without waiting "
+                   "for answers (answers matched by id); concurrency then counts streams")
+      ->check(CLI::Range(1, 64))
+      ->capture_default_str();
   FormatOption(bench_cmd, &bench.format);
 
   try {

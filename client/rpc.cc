@@ -343,14 +343,23 @@ class GrpcInferStream final : public Client::InferStream {
 
   absl::Status Infer(const inference::ModelInferRequest& request,
                      inference::ModelInferResponse* response) override {
+    if (absl::Status sent = Send(request); !sent.ok()) return sent;
+    return Receive(response);
+  }
+
+  absl::Status Send(const inference::ModelInferRequest& request) override {
+    if (!ended_.ok()) return ended_;
+    if (!stream_->Write(request)) return End();
+    return absl::OkStatus();
+  }
+
+  absl::Status Receive(inference::ModelInferResponse* response) override {
     if (!ended_.ok()) return ended_;
     inference::ModelStreamInferResponse answer;
-    if (!stream_->Write(request) || !stream_->Read(&answer)) return End();
-    if (answer.error_message().empty()) {
-      *response = std::move(*answer.mutable_infer_response());
-      return absl::OkStatus();
-    }
-    const auto& parameters = answer.infer_response().parameters();
+    if (!stream_->Read(&answer)) return End();
+    *response = std::move(*answer.mutable_infer_response());
+    if (answer.error_message().empty()) return absl::OkStatus();
+    const auto& parameters = response->parameters();
     const auto code = parameters.find("grpc_status_code");
     return absl::Status(code != parameters.end() && code->second.int64_param() > 0 &&
                                 code->second.int64_param() <= 16

@@ -90,6 +90,12 @@ class Client {
     // ends it, and every later call returns the same error.
     virtual absl::Status Infer(const inference::ModelInferRequest& request,
                                inference::ModelInferResponse* response) = 0;
+    // Pipelining (several requests in flight on the stream): Send writes one request without
+    // waiting; Receive reads the next answer, of whichever request finished first. On a
+    // request's error, `response` holds only its id and model name and the status is the error;
+    // on a failure of the stream itself, ended() turns true.
+    virtual absl::Status Send(const inference::ModelInferRequest& request) = 0;
+    virtual absl::Status Receive(inference::ModelInferResponse* response) = 0;
     // Closes the sending side and returns the stream's final status.
     virtual absl::Status Close() = 0;
     // Whether the stream itself ended (failed, or closed).

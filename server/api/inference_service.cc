@@ -308,10 +308,12 @@ void FillDuration(const serving::Duration& d, inference::StatisticDuration* out)
 // request of a ModelStreamInfer stream: one over `max_request_bytes` or one that does not convert
 // is refused through the core (counted in the model's statistics), any other is submitted with
 // `deadline`. `done` gets the answer, maybe before this returns; it may own `wire`, so nothing of
-// `wire` is read once `done` was handed over.
+// `wire` is read once `done` was handed over. `more_coming`: the caller knows that more requests
+// follow this one (pipelined on a stream), as when more calls arrived with it.
 void SubmitInfer(ServerCore* core, int64_t max_request_bytes,
                  const inference::ModelInferRequest& wire,
-                 std::chrono::steady_clock::time_point deadline, serving::InferCallback done) {
+                 std::chrono::steady_clock::time_point deadline, bool more_coming,
+                 serving::InferCallback done) {
   const std::string model = wire.model_name(), version = wire.model_version(), id = wire.id();
   absl::Status refused = CheckRequestSize(wire, max_request_bytes);
   auto converted = std::make_unique<serving::InferRequest>();
@@ -321,7 +323,7 @@ void SubmitInfer(ServerCore* core, int64_t max_request_bytes,
     return;
   }
   converted->deadline = deadline;
-  converted->followed = AsyncRpc::CallsReadyBehind() > 0;
+  converted->followed = more_coming || AsyncRpc::CallsReadyBehind() > 0;
   core->Infer(model, version, std::move(converted), std::move(done));
 }
 
@@ -436,6 +438,7 @@ class InferStream {
 
   void OnRead(bool ok) {
     std::unique_ptr<inference::ModelInferRequest> request;
+    bool pipelined = false;
     {
       std::unique_lock<std::mutex> lock(mutex_);
       reading_ = false;
@@ -463,15 +466,20 @@ class InferStream {
         return;
       }
       request = std::move(incoming_);
+      // The client sent this request before it had the answer to an earlier one: it pipelines
+      // requests on this stream, and more are likely behind. Each read takes one message, so
+      // they never arrive together as calls of several streams do; queued instead of computed
+      // here, they batch on a worker while this thread reads the next ones.
+      pipelined = outstanding_ > 0 || writing_ || !answers_.empty();
       ++outstanding_;
       // Read the next request now: it may already be here, and then it joins this one's batch.
       MaybeRead();
     }
-    Handle(std::move(request));
+    Handle(std::move(request), pipelined);
   }
 
   // As ModelInfer; the answer comes back through Answer, maybe before this returns.
-  void Handle(std::unique_ptr<inference::ModelInferRequest> request) {
+  void Handle(std::unique_ptr<inference::ModelInferRequest> request, bool pipelined) {
     const inference::ModelInferRequest& wire = *request;
     // The callback owns the request (the converted request holds views into it) until the answer.
     auto done = [this, owner = std::shared_ptr<inference::ModelInferRequest>(std::move(request))](
@@ -489,7 +497,8 @@ class InferStream {
       }
       Answer(std::move(answer));
     };
-    SubmitInfer(method_->core_, method_->max_request_bytes_, wire, deadline_, std::move(done));
+    SubmitInfer(method_->core_, method_->max_request_bytes_, wire, deadline_, pipelined,
+                std::move(done));
   }
 
   // From any thread: queues the answer of one request read.
@@ -683,7 +692,8 @@ class InferenceService final : public inference::GRPCInferenceService::AsyncServ
       if (result.ok()) FillResponse(*result, raw, response);
       reply.Finish(ToGrpcStatus(result.status()));
     };
-    SubmitInfer(core_, max_request_bytes_, *request, SteadyDeadline(context), std::move(done));
+    SubmitInfer(core_, max_request_bytes_, *request, SteadyDeadline(context), /*more_coming=*/false,
+                std::move(done));
   }
 
   void ModelStatistics(grpc::ServerContext*, const inference::ModelStatisticsRequest* request,

@@ -623,11 +623,15 @@ std::vector<Scheduler::Pending> Scheduler::NextBatch(
     int64_t total = 0;
     const auto& batching = model_->config.dynamic_batching();
     const int64_t limit = max_batch_size_ > 0 ? max_batch_size_ : 1;
-    // Stop waiting at the largest preferred batch size, or when max_batch_size is reached.
+    // Stop waiting once the batch reaches a preferred batch size (Triton: "if a batch of one of
+    // these sizes can be formed it will be executed immediately"), or max_batch_size. Larger
+    // batches still form from what is queued (take() takes up to max_batch_size), but no
+    // request waits for them: with the requests in flight bounded (8 clients, or 8 pipelined on
+    // a stream), a wait for the largest preferred size never fills and costs its whole delay.
     int64_t target = limit;
     if (batching.preferred_batch_size_size() > 0) {
-      target = *std::max_element(batching.preferred_batch_size().begin(),
-                                 batching.preferred_batch_size().end());
+      target = std::min<int64_t>(limit, *std::min_element(batching.preferred_batch_size().begin(),
+                                                          batching.preferred_batch_size().end()));
     }
     const auto take = [&] {
       while (!queue_.empty() && (batch.empty() || total + queue_.front().batch <= limit)) {

@@ -12,14 +12,16 @@
 //   saves (BatchWaitBudgetNs): where batching saves no compute, waiting only idles the worker;
 // - and not when requests were queued as the worker finished its last batch: under load,
 //   batches form while the worker computes, and waiting would idle it for requests that come
-//   back only once answered.
+//   back only once answered;
+// - and no longer than until the batch reaches max_batch_size or the smallest preferred batch
+//   size (as Triton runs a batch of a preferred size at once).
 //
 // Two hand-offs are skipped where they only cost time:
-// - A lone request (no other request arrived with it (InferRequest::followed), nothing queued
-//   or being batched, an instance and the compute threads free, the batcher not expecting
-//   company, the model's last batch-1 execution under kInlineMaxInferUs, and its encoded images
-//   if any under kInlineMaxImagePixels) runs on the thread
-//   that submits it, usually the gRPC thread that received it (server/api/async_rpc.h):
+// - A lone request (no other request arrived with it or follows it pipelined on its stream
+//   (InferRequest::followed), nothing queued or being batched, an instance and the compute threads
+//   free, the batcher not expecting company, the model's last batch-1 execution under
+//   kInlineMaxInferUs, and its encoded images if any under kInlineMaxImagePixels) runs on the
+//   thread that submits it, usually the gRPC thread that received it (server/api/async_rpc.h):
 //   waking a worker costs tens of microseconds on a virtual machine, a large share of a small
 //   model's request. At most one such execution runs at a time, counted as one of the
 //   instances, so the instance and thread limits hold as before.

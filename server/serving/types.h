@@ -37,8 +37,9 @@ struct InferRequest {
   std::vector<InputTensor> inputs;
   std::vector<RequestedOutput> outputs;  // empty: every output of the model
   Clock::time_point deadline = Clock::time_point::max();
-  // More requests arrived together with this one (the api saw them ready at once): queue it so
-  // that they can form a batch, rather than computing it alone on the submitting thread.
+  // More requests arrived together with this one (the api saw them ready at once), or follow it
+  // (pipelined on a ModelStreamInfer stream): queue it so that they can form a batch, rather
+  // than computing it alone on the submitting thread.
   bool followed = false;
   // Storage the views above may point into (typed contents converted to bytes).
   std::vector<std::string> owned_buffers;

@@ -549,6 +549,21 @@ TEST_F(ClientE2eTest, BenchReportsThroughputWithoutErrors) {
                           "and not d[0][\"errors\"] and d[0][\"server\"][\"compute_ms\"] > 0",
                           streaming.out),
               "");
+    // Four requests in flight on each of two streams, answers matched by the ids the client
+    // gave: every request answered once, none failed.
+    const RunResult pipelined = Cli({"bench", kModel, "--duration", "1", "--concurrency", "2",
+                                     "--streaming", "--pipeline", "4", "--format", "json"},
+                                    60);
+    ASSERT_EQ(pipelined.exit_code, 0) << Describe(pipelined);
+    EXPECT_EQ(PythonCheck("import json,sys; d=json.load(open(sys.argv[1])); "
+                          "assert d[0][\"pipeline\"] == 4 and d[0][\"requests\"] > 8 "
+                          "and not d[0][\"errors\"] and d[0][\"server\"][\"compute_ms\"] > 0",
+                          pipelined.out),
+              "");
+    // Pipelining is a stream's: without --streaming it is a usage error.
+    const RunResult unary = Cli({"bench", kModel, "--duration", "1", "--pipeline", "4"}, 60);
+    EXPECT_EQ(unary.exit_code, 2) << Describe(unary);
+    EXPECT_NE(unary.err.find("--pipeline"), std::string::npos) << Describe(unary);
   }
 }
 

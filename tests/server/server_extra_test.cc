@@ -1044,6 +1044,33 @@ instance_group [ { count: 1 kind: KIND_CPU } ]
   EXPECT_EQ(stats.execution_count(), 2u);
 }
 
+// A batch that reaches a preferred batch size runs at once, as Triton runs it, without waiting
+// max_queue_delay (5 s here) for a larger preferred size or max_batch_size. The worker waits for
+// company for `first` (the model is new: no batch size measured, so the whole delay may be
+// spent), `second` joins it, and the batch of 2, the smallest preferred size, runs.
+TEST_F(ServerExtraTest, BatchThatReachesAPreferredSizeRunsAtOnce) {
+  auto scheduler = StartServerWithModel("preferred", R"(name: "preferred"
+max_batch_size: 8
+input [ { name: "input" data_type: TYPE_FP32 format: FORMAT_NCHW dims: [ 1, 28, 28 ] } ]
+output [ { name: "logits" data_type: TYPE_FP32 dims: [ 10 ] } ]
+dynamic_batching { max_queue_delay_microseconds: 5000000 preferred_batch_size: [ 4, 2 ] }
+instance_group [ { count: 1 kind: KIND_CPU } ]
+)",
+                                        0.0f);
+  ASSERT_NE(scheduler, nullptr);
+  const Steady::time_point sent = Steady::now();
+  auto first = CoreInfer("preferred", Steady::time_point::max(), false, 3);
+  ASSERT_TRUE(PollUntil([&] { return scheduler->queue_depth() == 0; }));  // the worker has it
+  auto second = CoreInfer("preferred", Steady::time_point::max(), false, 4);
+  EXPECT_TRUE(HoldsLogitsOf(first.get(), 3));
+  EXPECT_TRUE(HoldsLogitsOf(second.get(), 4));
+  // Waiting for a batch of 4 or 8 would have taken until 5 s after `first`.
+  EXPECT_LT(Steady::now() - sent, std::chrono::milliseconds(2500));
+  const inference::ModelStatistics stats = Stats("preferred");
+  EXPECT_EQ(stats.inference_count(), 2u);
+  EXPECT_EQ(stats.execution_count(), 1u);
+}
+
 // A request that finds the compute threads taken is queued for the worker, not run inline, and
 // still answered once they are free.
 TEST_F(ServerExtraTest, LoneRequestWithoutFreeThreadsIsQueued) {
@@ -1692,6 +1719,49 @@ TEST_F(ServerExtraTest, ModelStreamInferAnswerAfterTheDeadlineIsCountedUndeliver
       << server_->undelivered_answers().at(method);
   const inference::ModelStatistics stats = Stats("linear");
   EXPECT_EQ(stats.inference_stats().success().count() + stats.inference_stats().fail().count(), 1u);
+}
+
+// Requests pipelined on one stream (written before the answer to an earlier one came) are queued
+// for the batcher and computed by the model's worker, instead of one by one on the gRPC thread,
+// which meanwhile reads the next ones; each still gets its own answer. Deterministic: the
+// stream's first request goes to a model whose batcher waits up to 2 s for company (its first
+// request, unmeasured), so it stays unanswered while the next ones are read; those go to
+// "linear", warmed so that a lone request runs inline, yet none of them does.
+TEST_F(ServerExtraTest, ModelStreamInferQueuesPipelinedRequestsForTheBatcher) {
+  WriteText(root_ / "waiting" / "config.pbtxt",
+            LinearModelConfig("waiting", 8,
+                              "dynamic_batching { max_queue_delay_microseconds: 2000000 }\n"));
+  WriteLinearOnnx(root_ / "waiting" / "1" / "model.onnx", 0.0f);
+  grpc::ClientContext context;
+  std::unique_ptr<InferStream> stream = StartLinearAndOpenStream(context);
+  ASSERT_NE(stream, nullptr);
+  std::shared_ptr<serving::Scheduler> linear = SchedulerOf("linear");
+  ASSERT_NE(linear, nullptr);
+  WarmUntilInline("linear", *linear);
+  const uint64_t inline_before = linear->inline_count();
+  const uint64_t inferences_before = Stats("linear").inference_count();
+
+  ASSERT_TRUE(stream->Write(StreamRequest("waiting", 1, "first")));
+  // The core counts it in flight from its submission to its answer.
+  ASSERT_TRUE(PollUntil([&] { return server_->core().in_flight() == 1; }));
+  constexpr int kPipelined = 6;
+  for (int i = 0; i < kPipelined; ++i) {
+    ASSERT_TRUE(stream->Write(StreamRequest("linear", i, absl::StrCat("p", i))));
+  }
+  std::set<std::string> answered;
+  inference::ModelStreamInferResponse answer;
+  for (int i = 0; i < kPipelined + 1; ++i) {
+    ASSERT_TRUE(stream->Read(&answer)) << "stream ended after " << i << " answers";
+    const std::string id = answer.infer_response().id();
+    EXPECT_TRUE(StreamAnswerHolds(answer, id, id == "first" ? 1 : std::stoi(id.substr(1))));
+    answered.insert(id);
+  }
+  EXPECT_EQ(answered.size(), static_cast<size_t>(kPipelined + 1));
+  EXPECT_EQ(linear->inline_count(), inline_before);
+  EXPECT_EQ(Stats("linear").inference_count() - inferences_before,
+            static_cast<uint64_t>(kPipelined));
+  stream->WritesDone();
+  EXPECT_TRUE(stream->Finish().ok());
 }
 
 // A client that writes faster than the server answers: a stream holds at most 64 requests
