@@ -260,10 +260,9 @@ LevelResult RunLevel(Client& client, const BenchOptions& options,
       while (in_flight.size() < static_cast<size_t>(options.pipeline) && Clock::now() < end) {
         inference::ModelInferRequest request = requests[i++ % requests.size()];
         request.set_id(absl::StrCat(id, "-", sequence++));
-        const auto sent = Clock::now();
+        in_flight.emplace(request.id(), Clock::now());  // a failed send fails it with the rest
         ended = infer_stream->Send(request);
         if (!ended.ok()) break;
-        in_flight.emplace(request.id(), sent);
       }
       if (ended.ok()) {
         if (in_flight.empty()) break;  // the duration is over and every answer came
@@ -272,20 +271,19 @@ LevelResult RunLevel(Client& client, const BenchOptions& options,
         const auto received = Clock::now();
         if (!infer_stream->ended()) {
           const auto it = in_flight.find(response.id());
-          if (it == in_flight.end()) {
-            record(stream,
-                   absl::InternalError(absl::StrCat("the server answered id '", response.id(),
-                                                    "', which no request in flight has")),
-                   received, received);
+          if (it != in_flight.end()) {
+            record(stream, status, it->second, received);
+            in_flight.erase(it);
             continue;
           }
-          record(stream, status, it->second, received);
-          in_flight.erase(it);
-          continue;
+          // The answers cannot be matched any more: the stream is given up (opened again).
+          ended = absl::InternalError(absl::StrCat("the server answered id '", response.id(),
+                                                   "', which no request in flight has"));
+        } else {
+          ended = status;
         }
-        ended = status;
       }
-      // The stream ended: the requests in flight on it get no answer.
+      // The stream ended or was given up: the requests in flight on it get no answer.
       for (const auto& [request_id, sent] : in_flight) record(stream, ended, sent, Clock::now());
       in_flight.clear();
       infer_stream.reset();

@@ -308,11 +308,11 @@ void FillDuration(const serving::Duration& d, inference::StatisticDuration* out)
 // request of a ModelStreamInfer stream: one over `max_request_bytes` or one that does not convert
 // is refused through the core (counted in the model's statistics), any other is submitted with
 // `deadline`. `done` gets the answer, maybe before this returns; it may own `wire`, so nothing of
-// `wire` is read once `done` was handed over. `more_coming`: the caller knows that more requests
-// follow this one (pipelined on a stream), as when more calls arrived with it.
+// `wire` is read once `done` was handed over. `pipelined`: it came on a stream behind an
+// unanswered request of the same stream (serving::InferRequest::pipelined).
 void SubmitInfer(ServerCore* core, int64_t max_request_bytes,
                  const inference::ModelInferRequest& wire,
-                 std::chrono::steady_clock::time_point deadline, bool more_coming,
+                 std::chrono::steady_clock::time_point deadline, bool pipelined,
                  serving::InferCallback done) {
   const std::string model = wire.model_name(), version = wire.model_version(), id = wire.id();
   absl::Status refused = CheckRequestSize(wire, max_request_bytes);
@@ -323,7 +323,8 @@ void SubmitInfer(ServerCore* core, int64_t max_request_bytes,
     return;
   }
   converted->deadline = deadline;
-  converted->followed = more_coming || AsyncRpc::CallsReadyBehind() > 0;
+  converted->followed = AsyncRpc::CallsReadyBehind() > 0;
+  converted->pipelined = pipelined;
   core->Infer(model, version, std::move(converted), std::move(done));
 }
 
@@ -466,10 +467,12 @@ class InferStream {
         return;
       }
       request = std::move(incoming_);
-      // The client sent this request before it had the answer to an earlier one: it pipelines
-      // requests on this stream, and more are likely behind. Each read takes one message, so
-      // they never arrive together as calls of several streams do; queued instead of computed
-      // here, they batch on a worker while this thread reads the next ones.
+      // The client sent this request before it had the answer to an earlier one (or, when only
+      // the earlier answer's write is still pending, very likely so): it pipelines requests on
+      // this stream, and more are likely behind. Each read takes one message, so they never
+      // arrive together as calls of several streams do; queued instead of computed here, they
+      // batch on a worker while this thread reads the next ones. A one-at-a-time client taken
+      // for a pipelining one costs a hand-off to the worker, no batching wait.
       pipelined = outstanding_ > 0 || writing_ || !answers_.empty();
       ++outstanding_;
       // Read the next request now: it may already be here, and then it joins this one's batch.
@@ -692,7 +695,7 @@ class InferenceService final : public inference::GRPCInferenceService::AsyncServ
       if (result.ok()) FillResponse(*result, raw, response);
       reply.Finish(ToGrpcStatus(result.status()));
     };
-    SubmitInfer(core_, max_request_bytes_, *request, SteadyDeadline(context), /*more_coming=*/false,
+    SubmitInfer(core_, max_request_bytes_, *request, SteadyDeadline(context), /*pipelined=*/false,
                 std::move(done));
   }
 

@@ -427,7 +427,8 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
   std::vector<Pending> group;
   pending.images_fit_inline = ImagesFitInline(*pending.request);
   const bool followed = pending.request->followed;
-  const bool may_run_inline = !followed && pending.images_fit_inline;
+  const bool pipelined = pending.request->pipelined;
+  const bool may_run_inline = !followed && !pipelined && pending.images_fit_inline;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (stopping_) {
@@ -467,7 +468,7 @@ void Scheduler::Submit(std::unique_ptr<InferRequest> request, InferCallback call
   if (options_.metrics) {
     options_.metrics->QueueDepthChanged(model_->name, model_->version_string(), depth);
   }
-  if (followed && deferred_wakes.depth > 0) {
+  if ((followed || pipelined) && deferred_wakes.depth > 0) {
     std::weak_ptr<Scheduler> self = weak_from_this();
     if (!self.expired()) {
       auto& list = deferred_wakes.schedulers;

@@ -17,8 +17,9 @@
 //   size (as Triton runs a batch of a preferred size at once).
 //
 // Two hand-offs are skipped where they only cost time:
-// - A lone request (no other request arrived with it or follows it pipelined on its stream
-//   (InferRequest::followed), nothing queued or being batched, an instance and the compute threads
+// - A lone request (no other request arrived with it (InferRequest::followed), not pipelined
+//   behind an unanswered one of its stream (InferRequest::pipelined), nothing queued or being
+//   batched, an instance and the compute threads
 //   free, the batcher not expecting company, the model's last batch-1 execution under
 //   kInlineMaxInferUs, and its encoded images if any under kInlineMaxImagePixels) runs on the
 //   thread that submits it, usually the gRPC thread that received it (server/api/async_rpc.h):
@@ -129,7 +130,8 @@ class Scheduler : public repository::Servable, public std::enable_shared_from_th
   static constexpr double kBatchingGain = 0.15;
 
   // Between these two calls on one thread (the gRPC thread around the events it took at once),
-  // Submit does not wake the workers for requests that arrived with others (`followed`): the
+  // Submit does not wake the workers for requests that arrived with others (`followed`, or
+  // `pipelined`: the end comes right after the read of the stream's next request): the
   // last of them may take them as a group (ClaimGroup), and a worker woken to find them gone
   // costs both threads a context switch (about 12% of the server's CPU for fashion-mlp at
   // concurrency 8). The end wakes every scheduler, owned by a shared_ptr, that still has

@@ -37,10 +37,15 @@ struct InferRequest {
   std::vector<InputTensor> inputs;
   std::vector<RequestedOutput> outputs;  // empty: every output of the model
   Clock::time_point deadline = Clock::time_point::max();
-  // More requests arrived together with this one (the api saw them ready at once), or follow it
-  // (pipelined on a ModelStreamInfer stream): queue it so that they can form a batch, rather
-  // than computing it alone on the submitting thread.
+  // More requests arrived together with this one (the api saw them ready at once): queue it so
+  // that they can form a batch, rather than computing it alone on the submitting thread.
   bool followed = false;
+  // It came pipelined on a ModelStreamInfer stream, behind an unanswered request of the same
+  // stream: queue it for the worker as well, so that the receiving thread goes on reading the
+  // stream's next requests while the worker computes. Unlike `followed` it does not by itself
+  // make the batcher wait for company (a client's pipeline may be shallower than any batch
+  // worth waiting for); requests already queued still do.
+  bool pipelined = false;
   // Storage the views above may point into (typed contents converted to bytes).
   std::vector<std::string> owned_buffers;
 };
