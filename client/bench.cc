@@ -2,8 +2,7 @@
 // each sending synchronous ModelInfer calls back to back (closed loop) or at its share of a
 // fixed request rate (open loop), or with --streaming requests on a ModelStreamInfer stream
 // (with --pipeline P, P of them in flight on each stream), for a fixed duration per concurrency
-// level; the server-side
-// breakdown comes from ModelStatistics deltas summed over all targets.
+// level; the server-side breakdown comes from ModelStatistics deltas summed over all targets.
 #include <unistd.h>
 
 #include <algorithm>

@@ -19,13 +19,12 @@
 // Two hand-offs are skipped where they only cost time:
 // - A lone request (no other request arrived with it (InferRequest::followed), not pipelined
 //   behind an unanswered one of its stream (InferRequest::pipelined), nothing queued or being
-//   batched, an instance and the compute threads
-//   free, the batcher not expecting company, the model's last batch-1 execution under
-//   kInlineMaxInferUs, and its encoded images if any under kInlineMaxImagePixels) runs on the
-//   thread that submits it, usually the gRPC thread that received it (server/api/async_rpc.h):
-//   waking a worker costs tens of microseconds on a virtual machine, a large share of a small
-//   model's request. At most one such execution runs at a time, counted as one of the
-//   instances, so the instance and thread limits hold as before.
+//   batched, an instance and the compute threads free, the batcher not expecting company, the
+//   model's last batch-1 execution under kInlineMaxInferUs, and its encoded images if any under
+//   kInlineMaxImagePixels) runs on the thread that submits it, usually the gRPC thread that
+//   received it (server/api/async_rpc.h): waking a worker costs tens of microseconds on a virtual
+//   machine, a large share of a small model's request. At most one such execution runs at a time,
+//   counted as one of the instances, so the instance and thread limits hold as before.
 // - Requests that arrived together (the api saw them ready at once) are queued, and the last of
 //   them, finding the others queued and an instance and the threads free, takes them all as one
 //   batch and runs it on its own thread too (ClaimGroup), when that batch's measured execution
